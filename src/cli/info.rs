@@ -1,0 +1,42 @@
+//! `cgflow info`: what OpenMM installation cgflow uses and which platforms it offers.
+
+use anyhow::Result;
+use clap::Args;
+
+/// Arguments of `cgflow info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `cgflow info`.
+pub fn run(args: InfoArgs) -> Result<()> {
+    let report = cgflow::openmm::load_plugins()?;
+    let platforms = cgflow::openmm::available_platforms()?;
+    if args.json {
+        let value = serde_json::json!({
+            "openmm_version": cgflow::openmm::version(),
+            "plugin_directory": report.directory,
+            "plugins_loaded": report.loaded,
+            "plugin_load_failures": report.failures,
+            "platforms": platforms.iter().map(|(n, s)| serde_json::json!({"name": n, "speed": s})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("OpenMM {}", cgflow::openmm::version());
+    println!("plugin directory: {} ({} loaded)", report.directory.display(), report.loaded);
+    println!("platforms:");
+    for (name, speed) in &platforms {
+        println!("  {name:<10} speed {speed}");
+    }
+    if !report.failures.is_empty() {
+        println!("plugins that did not load:");
+        for failure in &report.failures {
+            println!("  {failure}");
+        }
+    }
+    Ok(())
+}

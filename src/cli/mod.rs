@@ -1,0 +1,44 @@
+//! Command-line interface: argument parsing and dispatch. One file per subcommand; no math here.
+
+mod energy;
+mod info;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// cgflow: learned generative models on top of OpenMM energies.
+///
+/// Evaluate all-atom energies of any serialized OpenMM System, batched and exception-safe.
+/// Positions are in nm (PDB files in Å as the format demands); energies are printed in kJ/mol
+/// and in kT.
+#[derive(Debug, Parser)]
+#[command(name = "cgflow", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Potential energies (and optionally forces) of configurations under an OpenMM System.
+    Energy(energy::EnergyArgs),
+    /// OpenMM version, plugin directory, available platforms and plugin load failures.
+    Info(info::InfoArgs),
+}
+
+/// Parses the command line, runs the subcommand and turns errors into a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Energy(args) => energy::run(args),
+        Command::Info(args) => info::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

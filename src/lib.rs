@@ -1,0 +1,19 @@
+//! # cgflow
+//!
+//! Learned generative models on top of OpenMM energies: batched all-atom energies and forces from
+//! any serialized OpenMM System ([`openmm`], [`energy`]), file formats ([`io`]), and, in later
+//! modules, internal coordinates, normalizing flows and coarse-grained active learning.
+//!
+//! Units: positions in nm, energies in kJ/mol at the OpenMM boundary and in kT (reduced, `u`)
+//! everywhere else; names carry the unit where it is not kT.
+
+#![warn(missing_docs)]
+
+pub mod chem;
+pub mod energy;
+pub mod error;
+pub mod io;
+pub mod openmm;
+pub mod units;
+
+pub use error::{Error, Result};

@@ -1,0 +1,142 @@
+//! The `cgflow` binary: results, and clear errors with a non-zero exit for bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::util::{aldp, min_energy_positions, references};
+
+fn cgflow(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cgflow"));
+    command.args(args);
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    command.output().expect("run cgflow")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Runs cgflow expecting failure; returns stderr after checking it is a clean error, not a panic.
+fn failing(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let out = cgflow(args, envs);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "expected exit 1; stderr: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn energy_json(args: &[&str]) -> serde_json::Value {
+    let out = cgflow(args, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[test]
+fn energy_of_the_minimum_energy_structure_with_forces() {
+    let system = aldp("aldp_obc1.xml");
+    let xyz = aldp("position_min_energy_nm.xyz");
+    let v = energy_json(&["energy", "--system", path(&system), "--positions", path(&xyz), "--forces", "--json"]);
+    let r = references().into_iter().find(|r| r.system == "aldp_obc1" && r.structure == "min_energy").expect("ref");
+    let e = v["configurations"][0]["energy_kj_per_mol"].as_f64().expect("energy");
+    assert!(((e - r.energy_kj_per_mol) / r.energy_kj_per_mol).abs() < 1e-6, "{e}");
+    let u = v["configurations"][0]["reduced_energy"].as_f64().expect("u");
+    assert!((u - e / (8.314462618e-3 * 300.0)).abs() < 1e-9);
+    let forces = v["configurations"][0]["forces_kj_per_mol_nm"].as_array().expect("forces");
+    assert_eq!(forces.len(), 22);
+    assert!((forces[3][1].as_f64().expect("f") - r.forces_kj_per_mol_nm[10]).abs() < 1e-6);
+    assert_eq!(v["platform"], "Reference");
+}
+
+#[test]
+fn energy_of_a_pdb_and_of_an_npy_batch() {
+    let system = aldp("aldp_obc1.xml");
+    let pdb = aldp("min_energy.pdb");
+    let v =
+        energy_json(&["energy", "--system", path(&system), "--positions", path(&pdb), "--platform", "CPU", "--json"]);
+    let e = v["configurations"][0]["energy_kj_per_mol"].as_f64().expect("energy");
+    // The PDB stores 3 decimals in Å; the energy moves by a few thousandths of a kJ/mol.
+    assert!((e + 172.6775).abs() < 0.02, "{e}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let npy = dir.path().join("two.npy");
+    let x = min_energy_positions();
+    let mut two = x.clone();
+    two.extend(x.iter().map(|v| v + 0.001));
+    cgflow::io::npy::write_npy(&npy, &[2, 22, 3], &two).expect("npy");
+    let v = energy_json(&["energy", "--system", path(&system), "--positions", path(&npy), "--json"]);
+    assert_eq!(v["configurations"].as_array().expect("configs").len(), 2);
+    // A rigid translation leaves the energy unchanged.
+    let e0 = v["configurations"][0]["energy_kj_per_mol"].as_f64().expect("e0");
+    let e1 = v["configurations"][1]["energy_kj_per_mol"].as_f64().expect("e1");
+    assert!((e0 - e1).abs() < 1e-8, "{e0} {e1}");
+}
+
+#[test]
+fn bad_input_gives_a_clear_error_and_exit_code_1() {
+    let system = aldp("aldp_obc1.xml");
+    let pdb = aldp("min_energy.pdb");
+    let dir = tempfile::tempdir().expect("tmp");
+
+    // Wrong atom count.
+    let short = dir.path().join("short.npy");
+    cgflow::io::npy::write_npy(&short, &[21, 3], &min_energy_positions()[..63]).expect("npy");
+    let e = failing(&["energy", "--system", path(&system), "--positions", path(&short)], &[]);
+    assert!(e.contains("21 atoms") && e.contains("22 particles"), "{e}");
+
+    // NaN and infinite coordinates.
+    for bad in [f64::NAN, f64::INFINITY] {
+        let file = dir.path().join("bad.npy");
+        let mut x = min_energy_positions();
+        x[7] = bad;
+        cgflow::io::npy::write_npy(&file, &[22, 3], &x).expect("npy");
+        let e = failing(&["energy", "--system", path(&system), "--positions", path(&file)], &[]);
+        assert!(e.contains("non-finite") && e.contains("atom 2"), "{e}");
+    }
+
+    // Malformed and missing XML.
+    let broken = dir.path().join("broken.xml");
+    std::fs::write(&broken, "<System><Particles><Particle mass=").expect("write");
+    let e = failing(&["energy", "--system", path(&broken), "--positions", path(&pdb)], &[]);
+    assert!(e.contains("broken.xml"), "{e}");
+    let e = failing(&["energy", "--system", "/nonexistent.xml", "--positions", path(&pdb)], &[]);
+    assert!(e.contains("/nonexistent.xml"), "{e}");
+
+    // Unknown platform.
+    let e = failing(&["energy", "--system", path(&system), "--positions", path(&pdb), "--platform", "Quantum"], &[]);
+    assert!(e.contains("unknown OpenMM platform 'Quantum'"), "{e}");
+
+    // Missing plugin directory.
+    let e = failing(
+        &["energy", "--system", path(&system), "--positions", path(&pdb)],
+        &[("OPENMM_PLUGIN_DIR", "/nonexistent/plugins")],
+    );
+    assert!(e.contains("plugin directory not found") && e.contains("/nonexistent/plugins"), "{e}");
+
+    // A PDB whose atoms do not match the System: the first two atoms swapped (H <-> C).
+    let text = std::fs::read_to_string(&pdb).expect("pdb");
+    let mut lines: Vec<&str> = text.lines().collect();
+    let first = lines.iter().position(|l| l.starts_with("HETATM") || l.starts_with("ATOM")).expect("atom");
+    lines.swap(first, first + 1);
+    let swapped = dir.path().join("swapped.pdb");
+    std::fs::write(&swapped, lines.join("\n")).expect("write");
+    let e = failing(&["energy", "--system", path(&system), "--positions", path(&swapped)], &[]);
+    assert!(e.contains("do not match"), "{e}");
+
+    // Unknown file type.
+    let e = failing(&["energy", "--system", path(&system), "--positions", path(&system)], &[]);
+    assert!(e.contains(".xml"), "{e}");
+}
+
+#[test]
+fn help_is_complete() {
+    let out = cgflow(&["--help"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("energy") && text.contains("info"), "{text}");
+    let out = cgflow(&["energy", "--help"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--system", "--positions", "--platform", "--property", "--temperature", "--forces", "--json"] {
+        assert!(text.contains(flag), "{flag} missing from energy --help");
+    }
+}

@@ -1,0 +1,15 @@
+//! Integration tests: one target, one module per area, shared helpers in `util`.
+
+#[path = "suite/util.rs"]
+mod util;
+
+#[path = "suite/batched.rs"]
+mod batched;
+#[path = "suite/cli.rs"]
+mod cli;
+#[path = "suite/errors.rs"]
+mod errors;
+#[path = "suite/md.rs"]
+mod md;
+#[path = "suite/openmm_reference.rs"]
+mod openmm_reference;

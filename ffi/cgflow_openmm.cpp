@@ -347,6 +347,39 @@ extern "C" int32_t cgf_system_masses(const cgf_system* system, double* masses, c
     });
 }
 
+extern "C" int32_t cgf_system_bonds(const cgf_system* system, int32_t* pairs, int64_t capacity, int64_t* count,
+                                    cgf_error* error) {
+    return guarded(error, [&] {
+        int64_t n = 0;
+        auto add = [&](int i, int j) {
+            if (n < capacity) {
+                pairs[2 * n] = i;
+                pairs[2 * n + 1] = j;
+            }
+            n++;
+        };
+        const OpenMM::System& s = *system->system;
+        for (int f = 0; f < s.getNumForces(); f++) {
+            if (auto* bonds = dynamic_cast<const OpenMM::HarmonicBondForce*>(&s.getForce(f))) {
+                for (int b = 0; b < bonds->getNumBonds(); b++) {
+                    int i, j;
+                    double length, k;
+                    bonds->getBondParameters(b, i, j, length, k);
+                    add(i, j);
+                }
+            } else if (auto* custom = dynamic_cast<const OpenMM::CustomBondForce*>(&s.getForce(f))) {
+                std::vector<double> parameters;
+                for (int b = 0; b < custom->getNumBonds(); b++) {
+                    int i, j;
+                    custom->getBondParameters(b, i, j, parameters);
+                    add(i, j);
+                }
+            }
+        }
+        *count = n;
+    });
+}
+
 extern "C" int32_t cgf_system_to_xml(const cgf_system* system, char** out, cgf_error* error) {
     return guarded(error, [&] {
         std::lock_guard<std::mutex> lock(setup_mutex);

@@ -85,6 +85,11 @@ int32_t cgf_system_force_name(const cgf_system* system, int32_t index, char* buf
 /** Masses of all particles in dalton; `masses` holds num_particles values. */
 int32_t cgf_system_masses(const cgf_system* system, double* masses, cgf_error* error);
 
+/** The bonds of the system: the particle pairs of every HarmonicBondForce and CustomBondForce, in
+ *  force order. `pairs` has room for `capacity` pairs (2 x capacity values); `count` receives the
+ *  number of bonds, which may exceed the capacity (then call again with more room). */
+int32_t cgf_system_bonds(const cgf_system* system, int32_t* pairs, int64_t capacity, int64_t* count, cgf_error* error);
+
 /** Serializes the system to XML; free the returned string with cgf_string_free. */
 int32_t cgf_system_to_xml(const cgf_system* system, char** out, cgf_error* error);
 

@@ -10,9 +10,12 @@
 #![warn(missing_docs)]
 
 pub mod chem;
+pub mod coords;
 pub mod energy;
 pub mod error;
 pub mod io;
+pub mod md;
+pub mod metrics;
 pub mod openmm;
 pub mod units;
 

@@ -7,6 +7,8 @@ mod util;
 mod batched;
 #[path = "suite/cli.rs"]
 mod cli;
+#[path = "suite/coords.rs"]
+mod coords;
 #[path = "suite/errors.rs"]
 mod errors;
 #[path = "suite/md.rs"]

@@ -203,6 +203,25 @@ impl SystemHandle {
         Ok(masses)
     }
 
+    /// Bonded particle pairs (HarmonicBondForce and CustomBondForce).
+    pub fn bonds(&self) -> Result<Vec<(usize, usize)>> {
+        let mut capacity = 4 * self.num_particles().max(1);
+        loop {
+            let mut pairs = vec![0i32; 2 * capacity];
+            let mut count = 0i64;
+            let mut error = new_error();
+            // SAFETY: (1), (2), (3): `pairs` holds 2 x capacity values and the capacity is passed.
+            let status =
+                unsafe { raw::cgf_system_bonds(self.ptr, pairs.as_mut_ptr(), capacity as i64, &mut count, &mut error) };
+            check(status, &error)?;
+            let count = count.max(0) as usize;
+            if count <= capacity {
+                return Ok(pairs[..2 * count].chunks_exact(2).map(|p| (p[0] as usize, p[1] as usize)).collect());
+            }
+            capacity = count;
+        }
+    }
+
     /// Serializes to OpenMM XML.
     pub fn to_xml(&self) -> Result<String> {
         let mut out: *mut std::os::raw::c_char = ptr::null_mut();

@@ -139,6 +139,11 @@ impl System {
         self.handle.to_xml()
     }
 
+    /// The bond graph: particle pairs of every HarmonicBondForce and CustomBondForce.
+    pub fn bonds(&self) -> Result<Vec<(usize, usize)>> {
+        self.handle.bonds()
+    }
+
     /// A System of `copies` non-interacting copies of this one for batched evaluation (the copy
     /// trick), and the constant that each copy's energy differs from this system's by, in kJ/mol.
     /// See [`crate::energy::ReplicaEnergy`] for the conditions under which forces are exact.

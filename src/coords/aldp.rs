@@ -1,0 +1,138 @@
+//! Alanine dipeptide (ACE-ALA-NME, 22 atoms) as data: the Z-matrix of the reference code, its
+//! anchors, circular dihedrals, where phi and psi sit, the chirality test, and (phi, psi) of
+//! Cartesian batches.
+//!
+//! Atom order (0-based, as in the prmtop): 0 HH31, 1 CH3, 2 HH32, 3 HH33, 4 C, 5 O (ACE);
+//! 6 N, 7 H, 8 CA, 9 HA, 10 CB, 11 HB1, 12 HB2, 13 HB3, 14 C, 15 O (ALA);
+//! 16 N, 17 H, 18 CH3, 19 HH31, 20 HH32, 21 HH33 (NME).
+
+use nalgebra::Point3;
+
+use super::geometry::dihedral;
+use super::normalize::Scales;
+use super::transform::InternalCoordinates;
+use super::zmatrix::{ZMatrix, ZRow};
+use crate::error::{Error, Result};
+
+/// Number of atoms.
+pub const N_ATOMS: usize = 22;
+
+/// Anchor atoms: CA at the origin, N on the x axis, C in the xy plane.
+pub const ANCHORS: [usize; 3] = [8, 6, 14];
+
+/// Z-matrix rows `[atom, bond ref, angle ref, dihedral ref]` in placement order.
+pub const Z_ROWS: [[usize; 4]; 19] = [
+    [0, 1, 4, 6],
+    [1, 4, 6, 8],
+    [2, 1, 4, 0],
+    [3, 1, 4, 0],
+    [4, 6, 8, 14],
+    [5, 4, 6, 8],
+    [7, 6, 8, 4],
+    [9, 8, 6, 4],
+    [10, 8, 6, 4],
+    [11, 10, 8, 6],
+    [12, 10, 8, 11],
+    [13, 10, 8, 11],
+    [15, 14, 8, 16],
+    [16, 14, 8, 6],
+    [17, 16, 14, 15],
+    [18, 16, 14, 8],
+    [19, 18, 16, 14],
+    [20, 18, 16, 19],
+    [21, 18, 16, 19],
+];
+
+/// Atoms whose placing dihedral is circular (phi, psi, the peptide bonds and the rotors).
+pub const CIRCULAR_ATOMS: [usize; 12] = [0, 1, 4, 5, 7, 9, 10, 11, 16, 17, 18, 19];
+
+/// Layout index of phi (the dihedral placing atom 4).
+pub const PHI_INDEX: usize = 17;
+
+/// Layout index of psi (the dihedral placing atom 16).
+pub const PSI_INDEX: usize = 44;
+
+/// Atoms of phi = dihedral(C, N, CA, C).
+pub const PHI_ATOMS: [usize; 4] = [4, 6, 8, 14];
+
+/// Atoms of psi = dihedral(N, CA, C, N).
+pub const PSI_ATOMS: [usize; 4] = [6, 8, 14, 16];
+
+/// The ALDP Z-matrix.
+pub fn zmatrix() -> ZMatrix {
+    let rows = Z_ROWS.iter().map(|r| ZRow::from_array(*r)).collect();
+    ZMatrix::new(N_ATOMS, ANCHORS, rows).expect("the ALDP Z-matrix is valid")
+}
+
+/// Layout indices of the circular dihedrals.
+pub fn circular_indices() -> Vec<usize> {
+    let z = zmatrix();
+    CIRCULAR_ATOMS.iter().map(|&a| z.dihedral_index_of(a).expect("placed by a row")).collect()
+}
+
+/// The reference code's flow coordinates: the ALDP Z-matrix normalised around `x_ref` (nm; the
+/// minimum-energy structure in the reference code) with the default scales.
+pub fn internal_coordinates(x_ref: &[f64]) -> Result<InternalCoordinates> {
+    InternalCoordinates::around_structure(zmatrix(), x_ref, Scales::default(), &circular_indices())
+}
+
+fn atom(x: &[f64], i: usize) -> Point3<f64> {
+    Point3::new(x[3 * i], x[3 * i + 1], x[3 * i + 2])
+}
+
+fn configurations(x: &[f64]) -> Result<usize> {
+    if x.len() % (3 * N_ATOMS) != 0 {
+        return Err(Error::invalid(format!(
+            "{} values is not a whole number of ALDP configurations (66 each)",
+            x.len()
+        )));
+    }
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!(
+            "non-finite coordinate at configuration {}, atom {}",
+            i / 66,
+            (i / 3) % 22
+        )));
+    }
+    Ok(x.len() / (3 * N_ATOMS))
+}
+
+/// (phi, psi) in radians, (-pi, pi], of every configuration of a batch (nm, 66 values each).
+pub fn phi_psi(x: &[f64]) -> Result<Vec<[f64; 2]>> {
+    let n = configurations(x)?;
+    Ok((0..n)
+        .map(|c| {
+            let xc = &x[c * 66..(c + 1) * 66];
+            let [a, b, cc, d] = PHI_ATOMS.map(|i| atom(xc, i));
+            let [e, f, g, h] = PSI_ATOMS.map(|i| atom(xc, i));
+            [dihedral(&a, &b, &cc, &d), dihedral(&e, &f, &g, &h)]
+        })
+        .collect())
+}
+
+/// Handedness at CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chirality {
+    /// L-alanine, the physical molecule.
+    L,
+    /// D-alanine: a mirror image, to be filtered out.
+    D,
+}
+
+/// Chirality at CA of every configuration: the sign of ((C - N) x (CB - N)) . (HA - N), negative
+/// for L (as in the minimum-energy structure of L-alanine).
+pub fn chirality(x: &[f64]) -> Result<Vec<Chirality>> {
+    let n = configurations(x)?;
+    Ok((0..n)
+        .map(|c| {
+            let xc = &x[c * 66..(c + 1) * 66];
+            let (n_, c_, cb, ha) = (atom(xc, 6), atom(xc, 14), atom(xc, 10), atom(xc, 9));
+            let triple = (c_ - n_).cross(&(cb - n_)).dot(&(ha - n_));
+            if triple < 0.0 {
+                Chirality::L
+            } else {
+                Chirality::D
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,79 @@
+//! Building a Z-matrix from a bond graph, so that a new small molecule needs no hand-written one.
+//!
+//! Anchors: the atom with the most bonds (ties: lowest index) at the origin and its two
+//! best-connected neighbours. Then atoms are placed breadth-first from the anchors: each new atom
+//! is bonded to its bond reference; the angle reference is a placed neighbour of the bond
+//! reference; the dihedral reference is a placed neighbour of the angle reference (a proper
+//! torsion) or, failing that, another placed neighbour of the bond reference (an improper one).
+//! Better-connected atoms are preferred as references, so heavy atoms carry the frame.
+
+use std::collections::VecDeque;
+
+use super::zmatrix::{ZMatrix, ZRow};
+use crate::error::{Error, Result};
+
+/// Builds a Z-matrix for `n_atoms` atoms joined by `bonds`. The graph must be connected and have
+/// an atom with at least two bonds.
+pub fn zmatrix_from_bonds(n_atoms: usize, bonds: &[(usize, usize)]) -> Result<ZMatrix> {
+    if n_atoms < 3 {
+        return Err(Error::invalid("a Z-matrix needs at least 3 atoms"));
+    }
+    let mut neighbours = vec![Vec::new(); n_atoms];
+    for &(i, j) in bonds {
+        if i >= n_atoms || j >= n_atoms || i == j {
+            return Err(Error::invalid(format!("bond ({i}, {j}) is not between two distinct atoms of {n_atoms}")));
+        }
+        if !neighbours[i].contains(&j) {
+            neighbours[i].push(j);
+            neighbours[j].push(i);
+        }
+    }
+    let degree = |a: usize| neighbours[a].len();
+    // Best-connected first, then lowest index: a deterministic preference order.
+    let by_preference = |list: &mut Vec<usize>| list.sort_by(|&a, &b| degree(b).cmp(&degree(a)).then(a.cmp(&b)));
+    let centre = (0..n_atoms)
+        .filter(|&a| degree(a) >= 2)
+        .max_by(|&a, &b| degree(a).cmp(&degree(b)).then(b.cmp(&a)))
+        .ok_or_else(|| Error::invalid("no atom has two bonds: cannot choose anchors"))?;
+    let mut first = neighbours[centre].clone();
+    by_preference(&mut first);
+    let anchors = [centre, first[0], first[1]];
+
+    let mut placed = vec![false; n_atoms];
+    anchors.iter().for_each(|&a| placed[a] = true);
+    let mut rows = Vec::with_capacity(n_atoms - 3);
+    let mut queue: VecDeque<usize> = anchors.iter().copied().collect();
+    while let Some(b) = queue.pop_front() {
+        let mut children: Vec<usize> = neighbours[b].iter().copied().filter(|&c| !placed[c]).collect();
+        by_preference(&mut children);
+        for atom in children {
+            let mut angle_refs: Vec<usize> = neighbours[b].iter().copied().filter(|&c| placed[c]).collect();
+            by_preference(&mut angle_refs);
+            let angle =
+                *angle_refs.first().ok_or_else(|| Error::invalid(format!("atom {b} has no placed neighbour")))?;
+            let mut proper: Vec<usize> = neighbours[angle].iter().copied().filter(|&c| placed[c] && c != b).collect();
+            by_preference(&mut proper);
+            let dihedral = match proper.first() {
+                Some(&d) => d,
+                None => {
+                    let mut improper: Vec<usize> = angle_refs.iter().copied().filter(|&c| c != angle).collect();
+                    by_preference(&mut improper);
+                    match improper.first() {
+                        Some(&d) => d,
+                        // A placed atom that is none of the three: valid, if not a bonded torsion.
+                        None => (0..n_atoms)
+                            .find(|&c| placed[c] && c != b && c != angle && c != atom)
+                            .ok_or_else(|| Error::invalid("not enough placed atoms for a dihedral"))?,
+                    }
+                }
+            };
+            rows.push(ZRow { atom, bond: b, angle, dihedral });
+            placed[atom] = true;
+            queue.push_back(atom);
+        }
+    }
+    if let Some(unreached) = placed.iter().position(|p| !p) {
+        return Err(Error::invalid(format!("the bond graph is not connected: atom {unreached} cannot be reached")));
+    }
+    ZMatrix::new(n_atoms, anchors, rows)
+}

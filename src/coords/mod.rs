@@ -1,0 +1,23 @@
+//! Internal coordinates: the bridge between Cartesian positions, where energies live, and the
+//! bond/angle/dihedral coordinates flows work in.
+//!
+//! - [`geometry`]: bonds, angles, dihedrals, atom placement and its reverse-mode derivative;
+//! - [`zmatrix`]: the Z-matrix transform with exact log-Jacobian and vector-Jacobian product;
+//! - [`normalize`]: reference values and scales; circular dihedrals;
+//! - [`transform`]: the two together on batches ([`InternalCoordinates`]);
+//! - [`aldp`]: alanine dipeptide as data; [`builder`]: a Z-matrix from a bond graph;
+//! - [`cg`]: splitting CG and fine coordinates, linear CG maps of the 2D toys;
+//! - [`align`]: RMSD after optimal superposition.
+
+pub mod aldp;
+pub mod align;
+pub mod builder;
+pub mod cg;
+pub mod geometry;
+pub mod normalize;
+pub mod transform;
+pub mod zmatrix;
+
+pub use normalize::{Normalization, Scales};
+pub use transform::{InternalCoordinates, Pullback};
+pub use zmatrix::{CoordinateKind, ZMatrix, ZRow};

@@ -1,0 +1,227 @@
+//! Internal coordinates: round trips, exact log-determinants, the pull-back of OpenMM gradients,
+//! ALDP's phi/psi and chirality, and clear errors.
+
+use cgflow::coords::{aldp, align, builder, cg::CgSplit, InternalCoordinates, ZMatrix, ZRow};
+use cgflow::energy::{Batch, EnergyModel, OpenMmEnergy, OpenMmEnergyConfig};
+use cgflow::openmm::{Platform, System};
+use nalgebra::{DMatrix, Rotation3, Vector3};
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+
+use crate::util::{aldp as aldp_file, min_energy_positions};
+
+/// `count` MD-like structures: the minimum plus 0.01 nm noise, randomly rotated and translated.
+fn md_like(count: usize, seed: u64) -> Vec<f64> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let noise = Normal::new(0.0, 0.01).expect("sigma");
+    let base = min_energy_positions();
+    let mut out = Vec::with_capacity(count * 66);
+    for _ in 0..count {
+        let axis = Vector3::new(rng.gen::<f64>() - 0.5, rng.gen::<f64>() - 0.5, rng.gen::<f64>() - 0.5);
+        let rotation = Rotation3::new(axis.normalize() * rng.gen_range(0.0..std::f64::consts::PI));
+        let shift = Vector3::new(rng.gen_range(-2.0..2.0), rng.gen_range(-2.0..2.0), rng.gen_range(-2.0..2.0));
+        for atom in base.chunks_exact(3) {
+            let p = Vector3::new(atom[0], atom[1], atom[2]).map(|v| v + noise.sample(&mut rng));
+            out.extend((rotation * p + shift).iter());
+        }
+    }
+    out
+}
+
+fn transform() -> InternalCoordinates {
+    aldp::internal_coordinates(&min_energy_positions()).expect("transform")
+}
+
+#[test]
+fn minimum_energy_structure_maps_to_zero() {
+    let t = transform();
+    assert_eq!(t.dim(), 60);
+    let (z, _) = t.forward(&min_energy_positions()).expect("forward");
+    let worst = z.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(worst < 1e-12, "max |z| = {worst}");
+}
+
+#[test]
+fn round_trip_reproduces_structures_up_to_rigid_motion() {
+    let t = transform();
+    let mut x = min_energy_positions();
+    x.extend(md_like(1000, 5));
+    let (z, forward_log_det) = t.forward(&x).expect("forward");
+    let (back, inverse_log_det) = t.inverse(&z).expect("inverse");
+    let mut worst = 0.0f64;
+    for c in 0..1001 {
+        let r = align::rmsd_after_alignment(&back[c * 66..(c + 1) * 66], &x[c * 66..(c + 1) * 66]).expect("rmsd");
+        worst = worst.max(r);
+        assert!((forward_log_det[c] + inverse_log_det[c]).abs() < 1e-10, "log-dets cancel");
+    }
+    assert!(worst < 1e-10, "worst RMSD after alignment {worst:e} nm");
+    // The inverse places CA at the origin, N on +x, C in the xy plane.
+    assert_eq!(&back[24..27], &[0.0, 0.0, 0.0]);
+    assert!(back[19] == 0.0 && back[20] == 0.0 && back[18] > 0.0);
+    assert_eq!(back[44], 0.0);
+}
+
+/// The anchor-frame coordinates the inverse map really moves: N.x, C.x, C.y and all other atoms.
+fn free_coordinates(x: &[f64]) -> Vec<f64> {
+    let mut v = vec![x[18], x[42], x[43]];
+    for atom in 0..22 {
+        if ![6, 8, 14].contains(&atom) {
+            v.extend(&x[3 * atom..3 * atom + 3]);
+        }
+    }
+    v
+}
+
+#[test]
+fn log_det_equals_finite_difference_jacobian() {
+    let t = transform();
+    for (c, z0) in [vec![0.0; 60], t.forward(&md_like(1, 9)).expect("forward").0].into_iter().enumerate() {
+        let (_, log_det) = t.inverse(&z0).expect("inverse");
+        let h = 1e-6;
+        let mut jacobian = DMatrix::<f64>::zeros(60, 60);
+        for j in 0..60 {
+            let (mut zp, mut zm) = (z0.clone(), z0.clone());
+            zp[j] += h;
+            zm[j] -= h;
+            let (xp, _) = t.inverse(&zp).expect("plus");
+            let (xm, _) = t.inverse(&zm).expect("minus");
+            let (fp, fm) = (free_coordinates(&xp), free_coordinates(&xm));
+            for i in 0..60 {
+                jacobian[(i, j)] = (fp[i] - fm[i]) / (2.0 * h);
+            }
+        }
+        let fd = jacobian.lu().determinant().abs().ln();
+        assert!(((fd - log_det[0]) / log_det[0]).abs() < 1e-6, "case {c}: FD {fd} vs analytic {}", log_det[0]);
+    }
+}
+
+#[test]
+fn log_det_gradient_equals_finite_differences() {
+    let t = transform();
+    let (z, x) = {
+        let (z, _) = t.forward(&md_like(1, 10)).expect("forward");
+        let (x, _) = t.inverse(&z).expect("inverse");
+        (z, x)
+    };
+    let pullback = t.pullback(&z, &x, &vec![0.0; 66]).expect("pullback");
+    assert!(pullback.grad_z.iter().all(|g| *g == 0.0));
+    let h = 1e-6;
+    for j in 0..60 {
+        let (mut zp, mut zm) = (z.clone(), z.clone());
+        zp[j] += h;
+        zm[j] -= h;
+        let fd = (t.inverse(&zp).expect("p").1[0] - t.inverse(&zm).expect("m").1[0]) / (2.0 * h);
+        assert!(
+            (fd - pullback.grad_log_det[j]).abs() < 1e-7 * (1.0 + fd.abs()),
+            "coordinate {j}: {fd} vs {}",
+            pullback.grad_log_det[j]
+        );
+    }
+}
+
+#[test]
+fn pullback_equals_finite_differences_of_openmm_energy() {
+    let t = transform();
+    let system = System::from_xml_file(&aldp_file("aldp_obc1.xml")).expect("system");
+    let config = OpenMmEnergyConfig { workers: Some(1), ..Default::default() };
+    let mut model = OpenMmEnergy::new(&system, &Platform::new("Reference").expect("p"), &config).expect("model");
+    let (z, _) = t.forward(&md_like(1, 11)).expect("forward");
+    let (x, _) = t.inverse(&z).expect("inverse");
+    let evaluation = model.evaluate(&Batch::new(&x, 22).expect("batch")).expect("energy");
+    let pullback = t.pullback(&z, &x, &evaluation.gradients).expect("pullback");
+    let mut u = |z: &[f64]| -> f64 {
+        let (x, _) = t.inverse(z).expect("inverse");
+        model.evaluate(&Batch::new(&x, 22).expect("batch")).expect("energy").reduced_energies[0]
+    };
+    let scale = pullback.grad_z.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+    let h = 1e-5;
+    let mut worst = 0.0f64;
+    for j in 0..60 {
+        let (mut zp, mut zm) = (z.clone(), z.clone());
+        zp[j] += h;
+        zm[j] -= h;
+        let fd = (u(&zp) - u(&zm)) / (2.0 * h);
+        worst = worst.max((fd - pullback.grad_z[j]).abs());
+    }
+    assert!(worst / scale < 1e-5, "max |du/dz - FD| = {worst:e}, scale {scale:e}");
+}
+
+#[test]
+fn phi_psi_sit_where_the_layout_says_and_match_published_values() {
+    let x = min_energy_positions();
+    let angles = aldp::phi_psi(&x).expect("phi psi")[0];
+    assert!((angles[0].to_degrees() + 145.8).abs() < 0.05, "phi {}", angles[0].to_degrees());
+    assert!((angles[1].to_degrees() - 150.3).abs() < 0.05, "psi {}", angles[1].to_degrees());
+    let z = aldp::zmatrix();
+    let mut q = vec![0.0; 60];
+    z.to_internal(&x, &mut q).expect("internal");
+    // The layout's psi is dihedral(16, 14, 8, 6), the same torsion read backwards.
+    assert!((q[aldp::PHI_INDEX] - angles[0]).abs() < 1e-12 && (q[aldp::PSI_INDEX] - angles[1]).abs() < 1e-12);
+    assert_eq!(aldp::circular_indices(), vec![5, 8, 17, 20, 23, 26, 29, 32, 44, 47, 50, 53]);
+    let split = CgSplit::new(60, &[aldp::PHI_INDEX, aldp::PSI_INDEX]).expect("split");
+    let circular: Vec<bool> = (0..60).map(|i| aldp::circular_indices().contains(&i)).collect();
+    let fine_circular = split.fine_mask(&circular);
+    assert_eq!((fine_circular.len(), fine_circular.iter().filter(|c| **c).count()), (58, 10));
+}
+
+#[test]
+fn chirality_flags_the_mirror_image() {
+    let x = min_energy_positions();
+    let mirrored: Vec<f64> = x.iter().enumerate().map(|(i, v)| if i % 3 == 0 { -v } else { *v }).collect();
+    let mut both = x.clone();
+    both.extend(&mirrored);
+    assert_eq!(aldp::chirality(&both).expect("chirality"), vec![aldp::Chirality::L, aldp::Chirality::D]);
+    // Mirroring flips phi and psi too.
+    let angles = aldp::phi_psi(&both).expect("angles");
+    assert!((angles[0][0] + angles[1][0]).abs() < 1e-12 && (angles[0][1] + angles[1][1]).abs() < 1e-12);
+}
+
+#[test]
+fn zmatrix_from_the_bond_graph_round_trips() {
+    let system = System::from_xml_file(&aldp_file("aldp_obc1.xml")).expect("system");
+    let bonds = system.bonds().expect("bonds");
+    assert_eq!(bonds.len(), 21, "22 atoms in a tree");
+    let z = builder::zmatrix_from_bonds(22, &bonds).expect("builder");
+    assert_eq!(z.n_internal(), 60);
+    for row in z.rows() {
+        assert!(bonds.contains(&(row.atom, row.bond)) || bonds.contains(&(row.bond, row.atom)), "{row:?} is bonded");
+    }
+    let x = md_like(20, 12);
+    let t = InternalCoordinates::around_structure(z, &min_energy_positions(), Default::default(), &[]).expect("t");
+    let (zz, _) = t.forward(&x).expect("forward");
+    let (back, _) = t.inverse(&zz).expect("inverse");
+    for c in 0..20 {
+        assert!(align::rmsd_after_alignment(&back[c * 66..(c + 1) * 66], &x[c * 66..(c + 1) * 66]).expect("r") < 1e-10);
+    }
+    let m = builder::zmatrix_from_bonds(5, &[(0, 1), (1, 2), (3, 4)]).expect_err("disconnected").to_string();
+    assert!(m.contains("not connected"), "{m}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let t = transform();
+    let mut x = min_energy_positions();
+    x[10] = f64::NAN;
+    let m = t.forward(&x).expect_err("NaN").to_string();
+    assert!(m.contains("non-finite") && m.contains("atom 3"), "{m}");
+    let m = t.forward(&min_energy_positions()[..63]).expect_err("21 atoms").to_string();
+    assert!(m.contains("not a whole number"), "{m}");
+    let m = t.inverse(&[f64::INFINITY; 60]).expect_err("inf").to_string();
+    assert!(m.contains("non-finite"), "{m}");
+    // Rows that reference each other's atoms: no order places either first.
+    let rows = vec![ZRow::from_array([3, 0, 1, 4]), ZRow::from_array([4, 0, 1, 3])];
+    let m = ZMatrix::new(5, [0, 1, 2], rows).expect_err("cycle").to_string();
+    assert!(m.contains("row 0") && m.contains("atom 4") && m.contains("not placed before"), "{m}");
+    // A reference placed by a later row is fine (the ALDP Z-matrix has them).
+    let rows = vec![ZRow::from_array([3, 4, 1, 2]), ZRow::from_array([4, 0, 1, 2])];
+    assert_eq!(ZMatrix::new(5, [0, 1, 2], rows).expect("valid").placement_order(), &[1, 0]);
+    let m = ZMatrix::new(4, [0, 1, 2], vec![]).expect_err("missing").to_string();
+    assert!(m.contains("atom 3"), "{m}");
+    // Collinear anchors: N, CA and C on one line.
+    let mut line = min_energy_positions();
+    for (k, atom) in [6usize, 8, 14].iter().enumerate() {
+        line[3 * atom..3 * atom + 3].copy_from_slice(&[0.15 * k as f64, 0.0, 0.0]);
+    }
+    let m = t.forward(&line).expect_err("collinear").to_string();
+    assert!(m.contains("collinear"), "{m}");
+}

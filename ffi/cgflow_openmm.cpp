@@ -422,6 +422,33 @@ extern "C" int32_t cgf_system_replicate(const cgf_system* system, int32_t copies
     });
 }
 
+extern "C" int32_t cgf_system_add_torsion_restraints(const cgf_system* system, const int32_t* atoms,
+                                                     const double* k_kj_per_mol_rad2, const double* theta0_rad,
+                                                     int64_t count, cgf_system** out, cgf_error* error) {
+    return guarded(error, [&] {
+        require(out != nullptr, "null argument");
+        *out = nullptr;
+        std::lock_guard<std::mutex> lock(setup_mutex);
+        std::unique_ptr<OpenMM::System> copy(OpenMM::XmlSerializer::clone<OpenMM::System>(*system->system));
+        int n = copy->getNumParticles();
+        auto* force = new OpenMM::CustomTorsionForce("0.5*k*d^2; d=min(dt, 2*pi-dt); dt=abs(theta-theta0); pi=3.141592653589793");
+        force->addPerTorsionParameter("k");
+        force->addPerTorsionParameter("theta0");
+        force->setName("TorsionRestraints");
+        copy->addForce(force);  // owned by the system from here on, also if a check below throws
+        for (int64_t r = 0; r < count; r++) {
+            const int32_t* a = atoms + 4 * r;
+            for (int j = 0; j < 4; j++)
+                require(a[j] >= 0 && a[j] < n, "restraint " + std::to_string(r) + ": particle " + std::to_string(a[j]) +
+                                                   " does not exist (the system has " + std::to_string(n) + ")");
+            require(std::isfinite(k_kj_per_mol_rad2[r]) && k_kj_per_mol_rad2[r] >= 0 && std::isfinite(theta0_rad[r]),
+                    "restraint " + std::to_string(r) + ": force constant must be >= 0 and the centre finite");
+            force->addTorsion(a[0], a[1], a[2], a[3], {k_kj_per_mol_rad2[r], theta0_rad[r]});
+        }
+        *out = new cgf_system{std::move(copy)};
+    });
+}
+
 // ---- contexts -----------------------------------------------------------------------------------------
 
 extern "C" int32_t cgf_context_create(const cgf_system* system, const char* platform_name,
@@ -534,3 +561,26 @@ extern "C" int32_t cgf_context_get_state(const cgf_context* context, double* pos
         if (time_ps != nullptr) *time_ps = state.getTime();
     });
 }
+
+extern "C" int32_t cgf_context_create_checkpoint(cgf_context* context, char** out, int64_t* length, cgf_error* error) {
+    return guarded(error, [&] {
+        std::ostringstream stream(std::ios::binary);
+        context->context->createCheckpoint(stream);
+        std::string bytes = stream.str();
+        char* copy = new char[bytes.size()];
+        std::memcpy(copy, bytes.data(), bytes.size());
+        *out = copy;
+        *length = static_cast<int64_t>(bytes.size());
+    });
+}
+
+extern "C" int32_t cgf_context_load_checkpoint(cgf_context* context, const char* data, int64_t length,
+                                               cgf_error* error) {
+    return guarded(error, [&] {
+        require(data != nullptr && length > 0, "empty checkpoint");
+        std::istringstream stream(std::string(data, static_cast<std::size_t>(length)), std::ios::binary);
+        context->context->loadCheckpoint(stream);
+    });
+}
+
+extern "C" void cgf_bytes_free(char* bytes) { delete[] bytes; }

@@ -110,6 +110,16 @@ void cgf_string_free(char* text);
 int32_t cgf_system_replicate(const cgf_system* system, int32_t copies, double cutoff_nm, cgf_system** out,
                              double* energy_offset_kj_per_mol, cgf_error* error);
 
+/**
+ * A copy of `system` with one more force: harmonic restraints on dihedral angles,
+ * E = 0.5 k d^2 with d the periodic difference theta - theta0 wrapped to [-pi, pi]
+ * (an OpenMM CustomTorsionForce). `atoms` holds 4 x count particle indices, `k_kj_per_mol_rad2`
+ * and `theta0_rad` one value per restraint. Used for umbrella sampling, one centre per walker.
+ */
+int32_t cgf_system_add_torsion_restraints(const cgf_system* system, const int32_t* atoms,
+                                          const double* k_kj_per_mol_rad2, const double* theta0_rad, int64_t count,
+                                          cgf_system** out, cgf_error* error);
+
 /* ---- contexts ------------------------------------------------------------------------------- */
 
 /** Creates a Context for `system` on the named platform with string properties (parallel arrays of
@@ -154,6 +164,16 @@ int32_t cgf_context_step(cgf_context* context, int32_t steps, cgf_error* error);
 int32_t cgf_context_get_state(const cgf_context* context, double* positions, double* velocities, double* forces,
                               double* potential_energy_kj, double* kinetic_energy_kj, double* time_ps,
                               cgf_error* error);
+
+/** Writes an OpenMM checkpoint of the context (positions, velocities, time, step count and the
+ *  integrator's random state; platform-specific binary) into a new buffer; free it with
+ *  cgf_bytes_free. */
+int32_t cgf_context_create_checkpoint(cgf_context* context, char** out, int64_t* length, cgf_error* error);
+
+/** Restores a checkpoint written by cgf_context_create_checkpoint for the same system and platform. */
+int32_t cgf_context_load_checkpoint(cgf_context* context, const char* data, int64_t length, cgf_error* error);
+
+void cgf_bytes_free(char* bytes);
 
 #ifdef __cplusplus
 }

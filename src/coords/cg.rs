@@ -132,3 +132,28 @@ impl LinearCgMap2d {
         [m[0][0] * grad_x[0] + m[1][0] * grad_x[1], m[0][1] * grad_x[0] + m[1][1] * grad_x[1]]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn muller_brown_map_pulls_gradients_back_exactly() {
+        // u(x) = x1^2 + 3 x1 x2: du/ds by finite differences through x(s, s_perp).
+        let map = LinearCgMap2d::muller_brown();
+        let u = |x: [f64; 2]| x[0] * x[0] + 3.0 * x[0] * x[1];
+        let s = [0.3, -0.7];
+        let x = map.to_cartesian(s);
+        let pulled = map.pullback([2.0 * x[0] + 3.0 * x[1], 3.0 * x[0]]);
+        let h = 1e-6;
+        for k in 0..2 {
+            let (mut sp, mut sm) = (s, s);
+            sp[k] += h;
+            sm[k] -= h;
+            let fd = (u(map.to_cartesian(sp)) - u(map.to_cartesian(sm))) / (2.0 * h);
+            assert!((fd - pulled[k]).abs() < 1e-8, "{k}: {fd} vs {}", pulled[k]);
+        }
+        assert!(LinearCgMap2d::new([[1.0, 2.0], [2.0, 4.0]]).is_err());
+        assert!(CgSplit::new(3, &[1, 1]).is_err());
+    }
+}

@@ -13,6 +13,7 @@
 //! Units are converted once, here: positions in nm, OpenMM's kJ/mol and kJ/mol/nm become kT and
 //! kT/nm with kT = R T.
 
+pub(crate) mod copy_grid;
 mod openmm_pool;
 mod replica;
 

@@ -16,6 +16,7 @@
 //! configuration, whose exact energy the same single-molecule context supplies; these extra
 //! evaluations are counted in [`ReplicaEnergy::overhead_evaluations`], not in the model's count.
 
+use super::copy_grid::{centroid_and_radius, CopyGrid};
 use super::{check_batch, Batch, GradientEvaluation, GradientModel};
 use crate::error::{Error, Result};
 use crate::openmm::{Context, Integrator, Platform, System};
@@ -49,7 +50,7 @@ pub struct ReplicaEnergy {
     copies: usize,
     n_atoms: usize,
     cutoff_nm: f64,
-    spacing_nm: f64,
+    grid: CopyGrid,
     offset_kj_per_mol: f64,
     kt_kj_per_mol: f64,
     count: u64,
@@ -69,23 +70,6 @@ impl std::fmt::Debug for ReplicaEnergy {
     }
 }
 
-/// Centroid of one configuration and the largest distance of an atom from it.
-fn centroid_and_radius(config: &[f64]) -> ([f64; 3], f64) {
-    let n = (config.len() / 3) as f64;
-    let mut c = [0.0; 3];
-    for atom in config.chunks_exact(3) {
-        for d in 0..3 {
-            c[d] += atom[d];
-        }
-    }
-    c.iter_mut().for_each(|v| *v /= n);
-    let radius = config
-        .chunks_exact(3)
-        .map(|a| ((a[0] - c[0]).powi(2) + (a[1] - c[1]).powi(2) + (a[2] - c[2]).powi(2)).sqrt())
-        .fold(0.0, f64::max);
-    (c, radius)
-}
-
 impl ReplicaEnergy {
     /// Builds the copy system of `system` and its context on `platform`.
     pub fn new(system: &System, platform: &Platform, config: &ReplicaEnergyConfig) -> Result<Self> {
@@ -102,7 +86,7 @@ impl ReplicaEnergy {
             copies: config.copies,
             n_atoms,
             cutoff_nm: config.cutoff_nm,
-            spacing_nm: 2.0 * config.cutoff_nm + SPACING_MARGIN_NM,
+            grid: CopyGrid::new(config.copies, 2.0 * config.cutoff_nm + SPACING_MARGIN_NM),
             offset_kj_per_mol: offset,
             kt_kj_per_mol: kt_kj_per_mol(config.temperature_k),
             count: 0,
@@ -132,24 +116,9 @@ impl ReplicaEnergy {
         2.0 * centroid_and_radius(config).1 < self.cutoff_nm
     }
 
-    fn grid_point(&self, slot: usize) -> [f64; 3] {
-        let side = (self.copies as f64).cbrt().ceil() as usize;
-        // Centred on the origin: smaller coordinates lose less to single precision.
-        let centre = (side as f64 - 1.0) / 2.0;
-        let index = [slot % side, (slot / side) % side, slot / (side * side)];
-        index.map(|i| (i as f64 - centre) * self.spacing_nm)
-    }
-
     fn place(&mut self, slot: usize, config: &[f64]) {
-        let (c, _) = centroid_and_radius(config);
-        let g = self.grid_point(slot);
         let stride = 3 * self.n_atoms;
-        let target = &mut self.positions[slot * stride..(slot + 1) * stride];
-        for (t, a) in target.chunks_exact_mut(3).zip(config.chunks_exact(3)) {
-            for d in 0..3 {
-                t[d] = a[d] - c[d] + g[d];
-            }
-        }
+        self.grid.place(slot, config, &mut self.positions[slot * stride..(slot + 1) * stride]);
     }
 
     /// Evaluates in OpenMM's units: the sum of NoCutoff energies over the batch (kJ/mol) and every

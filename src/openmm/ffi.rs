@@ -240,6 +240,30 @@ impl SystemHandle {
         }
     }
 
+    /// A copy with harmonic dihedral restraints added (`atoms`: 4 per restraint).
+    pub fn with_torsion_restraints(&self, atoms: &[i32], k: &[f64], theta0: &[f64]) -> Result<SystemHandle> {
+        let count = k.len();
+        if atoms.len() != 4 * count || theta0.len() != count {
+            return Err(Error::invalid("restraints: 4 atoms, one force constant and one centre each"));
+        }
+        let mut out = ptr::null_mut();
+        let mut error = new_error();
+        // SAFETY: (1), (2), (3): atoms holds 4 x count values, k and theta0 count values each.
+        let status = unsafe {
+            raw::cgf_system_add_torsion_restraints(
+                self.ptr,
+                atoms.as_ptr(),
+                k.as_ptr(),
+                theta0.as_ptr(),
+                count as i64,
+                &mut out,
+                &mut error,
+            )
+        };
+        check(status, &error)?;
+        Self::from_raw(out)
+    }
+
     /// Builds the copy-trick system; returns it with the per-copy energy offset in kJ/mol.
     pub fn replicate(&self, copies: usize, cutoff_nm: f64) -> Result<(SystemHandle, f64)> {
         let copies = i32::try_from(copies).map_err(|_| Error::invalid("too many copies"))?;
@@ -441,6 +465,35 @@ impl ContextHandle {
         let mut error = new_error();
         // SAFETY: (1), (2).
         let status = unsafe { raw::cgf_context_step(self.ptr, steps, &mut error) };
+        check(status, &error)
+    }
+
+    /// An OpenMM checkpoint (binary, platform-specific).
+    pub fn create_checkpoint(&mut self) -> Result<Vec<u8>> {
+        let mut out: *mut std::os::raw::c_char = ptr::null_mut();
+        let mut length = 0i64;
+        let mut error = new_error();
+        // SAFETY: (1), (2); on success `out` holds `length` bytes allocated with new[], copied here
+        // and handed back to cgf_bytes_free exactly once.
+        unsafe {
+            let status = raw::cgf_context_create_checkpoint(self.ptr, &mut out, &mut length, &mut error);
+            check(status, &error)?;
+            if out.is_null() {
+                return Err(Error::OpenMm("checkpoint returned nothing".into()));
+            }
+            let bytes = std::slice::from_raw_parts(out.cast::<u8>(), length.max(0) as usize).to_vec();
+            raw::cgf_bytes_free(out);
+            Ok(bytes)
+        }
+    }
+
+    /// Restores an OpenMM checkpoint.
+    pub fn load_checkpoint(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut error = new_error();
+        // SAFETY: (1), (2), (3): the pointer and length describe a live byte slice.
+        let status = unsafe {
+            raw::cgf_context_load_checkpoint(self.ptr, bytes.as_ptr().cast(), bytes.len() as i64, &mut error)
+        };
         check(status, &error)
     }
 

@@ -144,6 +144,19 @@ impl System {
         self.handle.bonds()
     }
 
+    /// A copy of this System with harmonic restraints on dihedral angles (an OpenMM
+    /// CustomTorsionForce, E = k/2 d^2 with d the periodic difference from the centre).
+    pub fn with_torsion_restraints(&self, restraints: &[TorsionRestraint]) -> Result<System> {
+        let atoms: Vec<i32> = restraints
+            .iter()
+            .flat_map(|r| r.atoms)
+            .map(|a| i32::try_from(a).map_err(|_| Error::invalid(format!("atom index {a} is too large"))))
+            .collect::<Result<_>>()?;
+        let k: Vec<f64> = restraints.iter().map(|r| r.k_kj_per_mol_rad2).collect();
+        let centre: Vec<f64> = restraints.iter().map(|r| r.centre_rad).collect();
+        Ok(System { handle: Arc::new(self.handle.with_torsion_restraints(&atoms, &k, &centre)?) })
+    }
+
     /// A System of `copies` non-interacting copies of this one for batched evaluation (the copy
     /// trick), and the constant that each copy's energy differs from this system's by, in kJ/mol.
     /// See [`crate::energy::ReplicaEnergy`] for the conditions under which forces are exact.
@@ -157,6 +170,17 @@ impl System {
         let (handle, offset) = self.handle.replicate(copies, cutoff_nm)?;
         Ok((System { handle: Arc::new(handle) }, offset))
     }
+}
+
+/// A harmonic restraint on one dihedral angle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TorsionRestraint {
+    /// The four particles of the dihedral.
+    pub atoms: [usize; 4],
+    /// Force constant in kJ/mol/rad^2.
+    pub k_kj_per_mol_rad2: f64,
+    /// Centre in radians.
+    pub centre_rad: f64,
 }
 
 /// An OpenMM platform by name, with platform properties (for example `Threads` on CPU,
@@ -374,6 +398,17 @@ impl Context {
         let (mut potential, mut kinetic) = (0.0, 0.0);
         self.handle.get_state(None, None, None, Some(&mut potential), Some(&mut kinetic), None)?;
         Ok((potential, kinetic))
+    }
+
+    /// An OpenMM checkpoint of the context: positions, velocities, time and the integrator's random
+    /// state (binary, valid for the same System and platform).
+    pub fn checkpoint(&mut self) -> Result<Vec<u8>> {
+        self.handle.create_checkpoint()
+    }
+
+    /// Restores a checkpoint from [`Context::checkpoint`].
+    pub fn load_checkpoint(&mut self, bytes: &[u8]) -> Result<()> {
+        self.handle.load_checkpoint(bytes)
     }
 
     /// Simulated time (ps).

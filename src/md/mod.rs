@@ -1,0 +1,12 @@
+//! Molecular dynamics drivers and free-energy estimators.
+//!
+//! - [`walkers`]: many independent Langevin walkers of one molecule in one OpenMM Context, with
+//!   per-walker dihedral restraints for umbrella sampling and exact checkpoint/resume;
+//! - [`wham`]: the weighted histogram analysis method for umbrella sampling on a 1D or 2D grid
+//!   (periodic or not), in kT, with the periodic harmonic restraint biases used for the (phi, psi)
+//!   reference PMF.
+
+pub mod walkers;
+pub mod wham;
+
+pub use walkers::{WalkerCheckpoint, WalkerConfig, Walkers};

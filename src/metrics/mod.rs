@@ -1,0 +1,28 @@
+//! Metrics every comparison uses: histograms over CG coordinates, KL divergences, effective sample
+//! sizes.
+//!
+//! - [`histogram`]: [`Axis`] (periodic or not), [`Histogram1d`], [`Histogram2d`], conversions
+//!   between free energies (kT) and bin probabilities, periodic Gaussian smoothing.
+//! - [`divergence`]: the PMF accuracy metric, the forward KL divergence `D(ref || model)` over
+//!   histogram bins, with an explicit [`EmptyBinRule`] for model histograms and the noise floor of a
+//!   finite reference.
+//! - [`weights`]: log-space importance weights: [`log_sum_exp`], [`effective_sample_size`], the
+//!   importance-sampling free-energy estimate (optionally with the top weights clipped).
+//!
+//! Pure math: no I/O, no printing; bad input gives [`crate::Error::InvalidInput`], never a panic.
+//! Angles are radians; periodic (phi, psi) live on `[-pi, pi)`.
+
+pub mod divergence;
+pub mod histogram;
+pub mod weights;
+
+pub use divergence::{
+    histogram_noise_floor, kl_divergence, kl_to_free_energy, kl_to_histogram, occupied_bins, EmptyBinRule,
+};
+pub use histogram::{
+    free_energy_from_probabilities, probabilities_from_free_energy, smooth_periodic_2d, Axis, Histogram1d, Histogram2d,
+};
+pub use weights::{
+    clip_top_k_log_weights, effective_sample_size, free_energy_from_log_weights, free_energy_with_top_k_clipped,
+    log_sum_exp, normalized_weights, relative_ess,
+};

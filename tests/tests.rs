@@ -15,3 +15,5 @@ mod errors;
 mod md;
 #[path = "suite/openmm_reference.rs"]
 mod openmm_reference;
+#[path = "suite/walkers.rs"]
+mod walkers;

@@ -2,6 +2,7 @@
 
 mod energy;
 mod info;
+mod umbrella;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,8 @@ enum Command {
     Energy(energy::EnergyArgs),
     /// OpenMM version, plugin directory, available platforms and plugin load failures.
     Info(info::InfoArgs),
+    /// 2D umbrella sampling of alanine dipeptide's (phi, psi) and WHAM: the reference PMF.
+    Umbrella(umbrella::UmbrellaArgs),
 }
 
 /// Parses the command line, runs the subcommand and turns errors into a message and exit code 1.
@@ -33,6 +36,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Energy(args) => energy::run(args),
         Command::Info(args) => info::run(args),
+        Command::Umbrella(args) => umbrella::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@
 //! in ångström unless their first comment line says `nm` (see [`xyz::read_xyz`]), and `.npy`
 //! arrays are taken to be in nanometres.
 
+pub mod checkpoint;
 pub mod inpcrd;
 pub mod npy;
 pub mod pdb;

@@ -140,3 +140,63 @@ fn help_is_complete() {
         assert!(text.contains(flag), "{flag} missing from energy --help");
     }
 }
+
+#[test]
+fn umbrella_run_killed_and_resumed_loses_and_repeats_no_sample() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("run");
+    let out_s = out.to_str().expect("utf-8");
+    let system = aldp("aldp_obc1.xml");
+    let args = [
+        "umbrella",
+        "--system",
+        path(&system),
+        "--out",
+        out_s,
+        "--windows",
+        "3",
+        "--steps",
+        "3000",
+        "--equilibrate",
+        "300",
+        "--bins",
+        "12",
+        "--checkpoint-every",
+        "200",
+        "--platform",
+        "CPU",
+    ];
+    // Kill the first run once it has written a checkpoint or two.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cgflow")).args(args).spawn().expect("spawn");
+    let checkpoint = out.join("umbrella.ckpt");
+    let started = std::time::Instant::now();
+    while !checkpoint.exists() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(checkpoint.exists(), "the run wrote no checkpoint");
+    // Without --resume an existing run is not overwritten.
+    let e = failing(&args, &[]);
+    assert!(e.contains("--resume"), "{e}");
+    let mut resumed: Vec<&str> = args.to_vec();
+    resumed.push("--resume");
+    let result = cgflow(&resumed, &[]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report")).expect("json");
+    // 9 windows x 3000 steps / 10 steps per sample = 2700 samples, 1350 per half, whatever the kill.
+    assert_eq!(report["samples_per_half"], serde_json::json!([1350.0, 1350.0]));
+    assert_eq!(report["steps_per_window_done"], 3300);
+    for name in ["reference_pmf_kt.npy", "reference_probabilities.npy", "half1_probabilities.npy"] {
+        let a = cgflow::io::npy::read_npy(&out.join(name)).expect(name);
+        assert_eq!(a.shape, vec![12, 12]);
+    }
+    // Other settings on the same folder are refused.
+    let mut other: Vec<&str> = args.to_vec();
+    other[6] = "4";
+    other.push("--resume");
+    let e = failing(&other, &[]);
+    assert!(e.contains("other settings"), "{e}");
+}

@@ -2,6 +2,7 @@
 
 mod energy;
 mod info;
+mod md;
 mod umbrella;
 
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ enum Command {
     Energy(energy::EnergyArgs),
     /// OpenMM version, plugin directory, available platforms and plugin load failures.
     Info(info::InfoArgs),
+    /// Langevin MD of many walkers: dihedral CVs, DCD trajectories, checkpoint and resume.
+    Md(md::MdArgs),
     /// 2D umbrella sampling of alanine dipeptide's (phi, psi) and WHAM: the reference PMF.
     Umbrella(umbrella::UmbrellaArgs),
 }
@@ -36,6 +39,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Energy(args) => energy::run(args),
         Command::Info(args) => info::run(args),
+        Command::Md(args) => md::run(args),
         Command::Umbrella(args) => umbrella::run(args),
     };
     match result {
@@ -45,4 +49,14 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// FNV-1a hash of a System's XML: enough to notice output files from another system.
+pub fn fingerprint(text: &str) -> String {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for b in text.bytes() {
+        hash ^= b as u64;
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    format!("{hash:016x}")
 }

@@ -68,19 +68,9 @@ pub struct UmbrellaArgs {
 const CHECKPOINT_FILE: &str = "umbrella.ckpt";
 const TEMPERATURE_K: f64 = 300.0;
 
-/// FNV-1a of the System XML: enough to notice a checkpoint from another system.
-fn fingerprint(text: &str) -> String {
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for b in text.bytes() {
-        hash ^= b as u64;
-        hash = hash.wrapping_mul(0x100000001b3);
-    }
-    format!("{hash:016x}")
-}
-
 fn settings(args: &UmbrellaArgs, system_xml: &str) -> serde_json::Value {
     serde_json::json!({
-        "system_fingerprint": fingerprint(system_xml),
+        "system_fingerprint": crate::cli::fingerprint(system_xml),
         "windows": args.windows, "k_kj_per_mol_rad2": args.k, "steps": args.steps,
         "equilibrate": args.equilibrate, "record_every": args.record_every, "bins": args.bins,
         "platform": args.platform, "seed": args.seed, "temperature_k": TEMPERATURE_K,

@@ -10,6 +10,7 @@
 //! arrays are taken to be in nanometres.
 
 pub mod checkpoint;
+pub mod dcd;
 pub mod inpcrd;
 pub mod npy;
 pub mod pdb;

@@ -12,11 +12,14 @@
 //! Each walker may carry its own harmonic dihedral restraints (umbrella sampling: one window per
 //! walker). One MD step of all walkers counts as one energy evaluation per walker.
 //!
-//! Checkpoints hold OpenMM's own checkpoint (positions, velocities, the integrator's random state),
-//! so a restored run continues bit for bit on the Reference platform and on the CPU platform with
-//! `Threads=1`. With several CPU threads OpenMM's results vary in the last digits from run to run
-//! (about 1e-6 nm after 1000 steps, with or without a checkpoint), so such runs are reproducible
-//! statistically, not bitwise.
+//! Checkpoints hold OpenMM's own checkpoint (positions, velocities, the integrator's random state).
+//! On the CPU platform with `Threads=1` a run is bit-reproducible from its seed, and a restored run
+//! continues bit for bit for a while; but OpenMM rebuilds its neighbour list at the restored
+//! positions, so sums are taken in another order than in the uninterrupted run, and the round-off
+//! difference grows like any perturbation of a chaotic trajectory. With several CPU threads
+//! results vary in the last digits from run to run anyway (about 1e-6 nm after 1000 steps). So
+//! resumed runs are equivalent statistically, not bitwise; the number of steps and recorded frames
+//! is exact.
 
 use crate::energy::copy_grid::{centroid_and_radius, CopyGrid};
 use crate::error::{Error, Result};

@@ -1,0 +1,263 @@
+//! `cgflow md`: Langevin MD of many independent walkers through OpenMM, recording dihedral CVs
+//! (phi, psi for alanine dipeptide) and DCD trajectories, with checkpoint and resume.
+//!
+//! Files in --out: `cv.f32` (per frame, per walker, per CV: float32 radians, little-endian),
+//! `cv.json` (what the CV file holds: system fingerprint, walkers, CV definitions, steps per
+//! frame, frames as of the last checkpoint), `walker_NNN.dcd` for the first --dcd-walkers walkers
+//! (each centred on its centroid), and `md.ckpt`. A killed run resumed with --resume loses at most
+//! the frames since the last checkpoint: the CV file and the trajectories are cut back to the
+//! checkpoint and the frames after it are simulated again.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use cgflow::coords::{aldp, geometry::dihedral};
+use cgflow::io::checkpoint::{read_checkpoint, write_checkpoint, Checkpoint};
+use cgflow::io::dcd::DcdWriter;
+use cgflow::md::{WalkerCheckpoint, WalkerConfig, Walkers};
+use cgflow::openmm::{Platform, System};
+use nalgebra::Point3;
+
+/// Arguments of `cgflow md`.
+#[derive(Debug, Args)]
+pub struct MdArgs {
+    /// Serialized OpenMM System (NoCutoff nonbonded forces, no constraints).
+    #[arg(long, value_name = "XML")]
+    system: PathBuf,
+    /// Start structure for every walker (.pdb, .xyz, .npy, .crd).
+    #[arg(long, value_name = "FILE")]
+    positions: PathBuf,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Independent walkers, all in one OpenMM Context.
+    #[arg(long, default_value_t = 64)]
+    walkers: usize,
+    /// Steps per walker.
+    #[arg(long)]
+    steps: u64,
+    /// Steps between recorded frames.
+    #[arg(long, default_value_t = 100)]
+    record_every: u64,
+    /// Temperature.
+    #[arg(long, default_value_t = 300.0, value_name = "KELVIN")]
+    temperature: f64,
+    /// Langevin friction.
+    #[arg(long, default_value_t = 1.0, value_name = "PER_PS")]
+    friction: f64,
+    /// Time step.
+    #[arg(long, default_value_t = 1.0, value_name = "FS")]
+    step_fs: f64,
+    /// Random seed (non-zero for reproducible runs).
+    #[arg(long, default_value_t = 1)]
+    seed: i32,
+    /// Dihedral CV as four 0-based atom indices, e.g. 4,6,8,14 (repeatable). Default for a
+    /// 22-atom system: alanine dipeptide's phi and psi.
+    #[arg(long = "dihedral", value_name = "I,J,K,L")]
+    dihedrals: Vec<String>,
+    /// Walkers whose trajectories are written as DCD.
+    #[arg(long, default_value_t = 1)]
+    dcd_walkers: usize,
+    /// Steps between checkpoints.
+    #[arg(long, default_value_t = 10_000)]
+    checkpoint_every: u64,
+    /// OpenMM platform.
+    #[arg(long, default_value = "CPU")]
+    platform: String,
+    /// Platform property KEY=VALUE (repeatable), e.g. Threads=1 for bit-reproducible resumes.
+    #[arg(long = "property", value_name = "KEY=VALUE")]
+    properties: Vec<String>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+}
+
+fn parse_dihedral(text: &str, n_atoms: usize) -> Result<[usize; 4]> {
+    let parts: Vec<usize> = text
+        .split(',')
+        .map(|p| p.trim().parse::<usize>().with_context(|| format!("dihedral '{text}': '{p}' is not an atom index")))
+        .collect::<Result<_>>()?;
+    let atoms: [usize; 4] =
+        parts.try_into().map_err(|_| anyhow::anyhow!("dihedral '{text}' needs four atom indices"))?;
+    if let Some(bad) = atoms.iter().find(|&&a| a >= n_atoms) {
+        bail!("dihedral '{text}': atom {bad} does not exist (the system has {n_atoms} atoms)");
+    }
+    Ok(atoms)
+}
+
+fn centred(walker: &[f64]) -> Vec<f64> {
+    let n = (walker.len() / 3) as f64;
+    let mut c = [0.0; 3];
+    for a in walker.chunks_exact(3) {
+        (0..3).for_each(|d| c[d] += a[d] / n);
+    }
+    walker.chunks_exact(3).flat_map(|a| [a[0] - c[0], a[1] - c[1], a[2] - c[2]]).collect()
+}
+
+/// Runs `cgflow md`.
+pub fn run(args: MdArgs) -> Result<()> {
+    if args.record_every == 0 || args.checkpoint_every == 0 || args.steps == 0 {
+        bail!("--steps, --record-every and --checkpoint-every must be positive");
+    }
+    let system_xml =
+        std::fs::read_to_string(&args.system).with_context(|| format!("reading {}", args.system.display()))?;
+    let system = System::from_xml(&system_xml).with_context(|| format!("{}", args.system.display()))?;
+    let n_atoms = system.num_particles();
+    let cvs: Vec<[usize; 4]> = if args.dihedrals.is_empty() {
+        if n_atoms != aldp::N_ATOMS {
+            bail!("give the CVs with --dihedral I,J,K,L (the phi/psi default is for 22-atom alanine dipeptide)");
+        }
+        vec![aldp::PHI_ATOMS, aldp::PSI_ATOMS]
+    } else {
+        args.dihedrals.iter().map(|d| parse_dihedral(d, n_atoms)).collect::<Result<_>>()?
+    };
+    let start = cgflow::io::read_positions(&args.positions)?;
+    if start.n_atoms != n_atoms {
+        bail!("{} has {} atoms but the System has {n_atoms}", args.positions.display(), start.n_atoms);
+    }
+    let mut platform = Platform::new(&args.platform)?;
+    for p in &args.properties {
+        let (k, v) = p.split_once('=').with_context(|| format!("platform property '{p}' is not KEY=VALUE"))?;
+        platform = platform.with_property(k, v);
+    }
+    let config = WalkerConfig {
+        walkers: args.walkers,
+        temperature_k: args.temperature,
+        friction_per_ps: args.friction,
+        step_fs: args.step_fs,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let description = serde_json::json!({
+        "system": args.system, "system_fingerprint": crate::cli::fingerprint(&system_xml), "n_atoms": n_atoms,
+        "walkers": args.walkers, "cvs": cvs, "steps_per_frame": args.record_every, "step_fs": args.step_fs,
+        "temperature_k": args.temperature, "friction_per_ps": args.friction, "seed": args.seed,
+        "platform": args.platform, "properties": args.properties, "steps": args.steps,
+    });
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let checkpoint_path = args.out.join("md.ckpt");
+    let cv_path = args.out.join("cv.f32");
+    let mut walkers = Walkers::new(&system, &platform, &config, start.frame(0).context("no structure")?, |_| vec![])?;
+    let dcd_walkers = args.dcd_walkers.min(args.walkers);
+    let dcd_path = |w: usize| args.out.join(format!("walker_{w:03}.dcd"));
+    let step_ps = (args.step_fs * 1e-3) as f32;
+    let frame_steps = u32::try_from(args.record_every).context("--record-every too large")?;
+    let mut frames: u64 = 0;
+    let mut dcds = Vec::with_capacity(dcd_walkers);
+    if checkpoint_path.exists() {
+        if !args.resume {
+            bail!("{} exists: pass --resume to continue it, or choose another --out", checkpoint_path.display());
+        }
+        let c = read_checkpoint(&checkpoint_path)?;
+        if c.meta["run"] != description {
+            bail!(
+                "{} belongs to a run with other settings:\n  stored {}\n  now    {}",
+                checkpoint_path.display(),
+                c.meta["run"],
+                description
+            );
+        }
+        walkers.restore(&WalkerCheckpoint {
+            openmm: c.section("openmm").context("checkpoint lacks the OpenMM state")?.to_vec(),
+            steps_done: c.meta["steps_done"].as_u64().context("steps_done")?,
+            steps_since_recentre: c.meta["steps_since_recentre"].as_u64().context("steps_since_recentre")?,
+        })?;
+        frames = c.meta["frames"].as_u64().context("frames")?;
+        let cv_bytes = frames * (args.walkers * cvs.len() * 4) as u64;
+        let file =
+            OpenOptions::new().write(true).open(&cv_path).with_context(|| format!("opening {}", cv_path.display()))?;
+        if file.metadata()?.len() < cv_bytes {
+            bail!("{} is shorter than the {frames} frames of the checkpoint", cv_path.display());
+        }
+        file.set_len(cv_bytes)?;
+        for w in 0..dcd_walkers {
+            dcds.push(DcdWriter::open_truncated(&dcd_path(w), n_atoms, frames as u32, frame_steps, step_ps)?);
+        }
+    } else {
+        if args.resume {
+            bail!("no checkpoint {} to resume", checkpoint_path.display());
+        }
+        std::fs::write(&cv_path, b"").with_context(|| format!("creating {}", cv_path.display()))?;
+        for w in 0..dcd_walkers {
+            dcds.push(DcdWriter::create(&dcd_path(w), n_atoms, frame_steps, step_ps)?);
+        }
+    }
+    let mut cv_file =
+        OpenOptions::new().append(true).open(&cv_path).with_context(|| format!("opening {}", cv_path.display()))?;
+    let write_description = |frames: u64| -> Result<()> {
+        let mut d = description.clone();
+        d["frames"] = serde_json::json!(frames);
+        d["layout"] = serde_json::json!("float32 little-endian [frame][walker][cv], radians");
+        std::fs::write(args.out.join("cv.json"), serde_json::to_string_pretty(&d)?)?;
+        Ok(())
+    };
+    let bar = ProgressBar::new(args.steps);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps per walker  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let first_step = walkers.steps_done();
+    let stride = 3 * n_atoms;
+    let mut since_checkpoint = 0;
+    while walkers.steps_done() < args.steps {
+        let chunk = args.record_every.min(args.steps - walkers.steps_done());
+        walkers.step(chunk)?;
+        since_checkpoint += chunk;
+        if walkers.steps_done() % args.record_every == 0 {
+            let x = walkers.positions()?;
+            let mut record = Vec::with_capacity(args.walkers * cvs.len() * 4);
+            for w in 0..args.walkers {
+                let p =
+                    |a: usize| Point3::new(x[w * stride + 3 * a], x[w * stride + 3 * a + 1], x[w * stride + 3 * a + 2]);
+                for atoms in &cvs {
+                    let value = dihedral(&p(atoms[0]), &p(atoms[1]), &p(atoms[2]), &p(atoms[3])) as f32;
+                    record.extend_from_slice(&value.to_le_bytes());
+                }
+            }
+            cv_file.write_all(&record).with_context(|| format!("writing {}", cv_path.display()))?;
+            for (w, dcd) in dcds.iter_mut().enumerate() {
+                dcd.append(&centred(&x[w * stride..(w + 1) * stride]))?;
+            }
+            frames += 1;
+        }
+        if since_checkpoint >= args.checkpoint_every || walkers.steps_done() == args.steps {
+            cv_file.sync_data()?;
+            for dcd in &mut dcds {
+                dcd.sync()?;
+            }
+            let state = walkers.checkpoint()?;
+            write_checkpoint(
+                &checkpoint_path,
+                &Checkpoint {
+                    meta: serde_json::json!({"run": description, "steps_done": state.steps_done,
+                        "steps_since_recentre": state.steps_since_recentre, "frames": frames,
+                        "evaluations": walkers.evaluations()}),
+                    sections: vec![("openmm".into(), state.openmm)],
+                },
+            )?;
+            write_description(frames)?;
+            since_checkpoint = 0;
+        }
+        let rate = (walkers.steps_done() - first_step) as f64 * args.walkers as f64
+            / started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_position(walkers.steps_done());
+        bar.set_message(format!("{rate:.0} walker-steps/s"));
+    }
+    bar.finish();
+    println!(
+        "md: {} walkers x {} steps = {} energy evaluations; {frames} frames in {}; {:.1} s this run",
+        args.walkers,
+        walkers.steps_done(),
+        walkers.evaluations(),
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and dispatch. One file per subcommand; no math here.
 
+mod compare;
 mod energy;
 mod info;
 mod md;
@@ -29,6 +30,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Langevin MD of many walkers: dihedral CVs, DCD trajectories, checkpoint and resume.
     Md(md::MdArgs),
+    /// MD cost curve: KL divergence to a reference PMF against energy evaluations.
+    Compare(compare::CompareArgs),
     /// 2D umbrella sampling of alanine dipeptide's (phi, psi) and WHAM: the reference PMF.
     Umbrella(umbrella::UmbrellaArgs),
 }
@@ -40,6 +43,7 @@ pub fn main() -> ExitCode {
         Command::Energy(args) => energy::run(args),
         Command::Info(args) => info::run(args),
         Command::Md(args) => md::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Umbrella(args) => umbrella::run(args),
     };
     match result {

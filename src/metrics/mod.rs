@@ -12,6 +12,7 @@
 //! Pure math: no I/O, no printing; bad input gives [`crate::Error::InvalidInput`], never a panic.
 //! Angles are radians; periodic (phi, psi) live on `[-pi, pi)`.
 
+pub mod cost_curve;
 pub mod divergence;
 pub mod histogram;
 pub mod weights;

@@ -5,7 +5,9 @@
 //!
 //! Run: `cargo bench --bench coords`.
 
-use std::time::Instant;
+#[path = "common/mod.rs"]
+mod common;
+use common::best_of;
 
 use cgflow::coords::aldp;
 use cgflow::energy::{
@@ -14,16 +16,6 @@ use cgflow::energy::{
 use cgflow::openmm::{Platform, System};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
-
-fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
-    (0..repeats)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
 
 fn main() -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -11,9 +11,12 @@
 //! (default CPU), CGFLOW_BENCH_CUTOFF_NM (copy-trick cut-off, default 2.0), CGFLOW_BENCH_PYTHON=0 to skip
 //! the Python loop.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{best_of, env_or};
+
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 use cgflow::energy::{
     Batch, EnergyModel, GradientModel, OpenMmEnergy, OpenMmEnergyConfig, ReplicaEnergy, ReplicaEnergyConfig,
@@ -21,21 +24,6 @@ use cgflow::energy::{
 use cgflow::openmm::{Platform, System};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Best of `repeats` timings of `f`, in seconds.
-fn best_of(repeats: usize, mut f: impl FnMut()) -> f64 {
-    (0..repeats)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
 
 fn main() -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

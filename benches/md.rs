@@ -5,16 +5,16 @@
 //! Run: `cargo bench --bench md`. Environment: CGFLOW_BENCH_WALKERS (default 256),
 //! CGFLOW_BENCH_STEPS (default 2000), CGFLOW_BENCH_PLATFORM (default CPU).
 
+#[path = "common/mod.rs"]
+mod common;
+use common::env_or;
+
 use std::process::Command;
 use std::time::Instant;
 
 use cgflow::coords::aldp;
 use cgflow::md::{WalkerConfig, Walkers};
 use cgflow::openmm::{Platform, System};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn main() -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -15,12 +15,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use cgflow::coords::{aldp, geometry::dihedral};
 use cgflow::io::checkpoint::{read_checkpoint, write_checkpoint, Checkpoint};
 use cgflow::io::dcd::DcdWriter;
-use cgflow::md::{WalkerCheckpoint, WalkerConfig, Walkers};
+use cgflow::md::{WalkerConfig, Walkers};
 use cgflow::openmm::{Platform, System};
 use nalgebra::Point3;
 
@@ -163,11 +162,7 @@ pub fn run(args: MdArgs) -> Result<()> {
                 description
             );
         }
-        walkers.restore(&WalkerCheckpoint {
-            openmm: c.section("openmm").context("checkpoint lacks the OpenMM state")?.to_vec(),
-            steps_done: c.meta["steps_done"].as_u64().context("steps_done")?,
-            steps_since_recentre: c.meta["steps_since_recentre"].as_u64().context("steps_since_recentre")?,
-        })?;
+        walkers.restore(&crate::cli::walker_state(&c)?)?;
         frames = c.meta["frames"].as_u64().context("frames")?;
         let cv_bytes = frames * (args.walkers * cvs.len() * 4) as u64;
         let file =
@@ -197,11 +192,7 @@ pub fn run(args: MdArgs) -> Result<()> {
         std::fs::write(args.out.join("cv.json"), serde_json::to_string_pretty(&d)?)?;
         Ok(())
     };
-    let bar = ProgressBar::new(args.steps);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} steps per walker  {msg}  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::cli::step_progress(args.steps);
     let started = Instant::now();
     let first_step = walkers.steps_done();
     let stride = 3 * n_atoms;

@@ -64,3 +64,25 @@ pub fn fingerprint(text: &str) -> String {
     }
     format!("{hash:016x}")
 }
+
+/// The walker state stored in a run checkpoint (the "openmm" section and the step counters).
+pub fn walker_state(checkpoint: &cgflow::io::checkpoint::Checkpoint) -> anyhow::Result<cgflow::md::WalkerCheckpoint> {
+    use anyhow::Context as _;
+    Ok(cgflow::md::WalkerCheckpoint {
+        openmm: checkpoint.section("openmm").context("checkpoint lacks the OpenMM state")?.to_vec(),
+        steps_done: checkpoint.meta["steps_done"].as_u64().context("checkpoint lacks steps_done")?,
+        steps_since_recentre: checkpoint.meta["steps_since_recentre"]
+            .as_u64()
+            .context("checkpoint lacks steps_since_recentre")?,
+    })
+}
+
+/// A progress bar over MD steps per walker; its message shows the throughput.
+pub fn step_progress(total_steps: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total_steps);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps per walker  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}

@@ -6,13 +6,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use cgflow::coords::aldp;
 use cgflow::io::checkpoint::{bytes_f64, f64_bytes, read_checkpoint, write_checkpoint, Checkpoint};
 use cgflow::md::umbrella::{UmbrellaHistograms, UmbrellaPlan};
 use cgflow::md::wham::WhamConfig;
-use cgflow::md::{WalkerCheckpoint, WalkerConfig, Walkers};
+use cgflow::md::{WalkerConfig, Walkers};
 use cgflow::metrics::divergence::kl_divergence;
 use cgflow::metrics::histogram::smooth_periodic_2d;
 use cgflow::openmm::{Platform, System};
@@ -150,18 +149,10 @@ fn simulate(
     let mut walkers =
         Walkers::new(system, &platform, &config, start.frame(0).context("no structure")?, |w| plan.restraints(w))?;
     if let Some(c) = stored {
-        walkers.restore(&WalkerCheckpoint {
-            openmm: c.section("openmm").context("checkpoint lacks the OpenMM state")?.to_vec(),
-            steps_done: c.meta["steps_done"].as_u64().context("steps_done")?,
-            steps_since_recentre: c.meta["steps_since_recentre"].as_u64().context("steps_since_recentre")?,
-        })?;
+        walkers.restore(&crate::cli::walker_state(c)?)?;
     }
     let total = args.equilibrate + args.steps;
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} steps per window  {msg}  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::cli::step_progress(total);
     bar.set_position(walkers.steps_done());
     let started = Instant::now();
     let steps_at_start = walkers.steps_done();

@@ -28,6 +28,20 @@ fn failing(args: &[&str], envs: &[(&str, &str)]) -> String {
     stderr
 }
 
+/// Starts cgflow with `args`, waits until `checkpoint` exists (plus a moment, so the run is
+/// somewhere between two checkpoints), then kills it.
+fn kill_after_checkpoint(args: &[&str], checkpoint: &Path) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cgflow")).args(args).spawn().expect("spawn");
+    let started = std::time::Instant::now();
+    while !checkpoint.exists() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(checkpoint.exists(), "the run wrote no checkpoint");
+}
+
 fn energy_json(args: &[&str]) -> serde_json::Value {
     let out = cgflow(args, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -167,16 +181,8 @@ fn umbrella_run_killed_and_resumed_loses_and_repeats_no_sample() {
         "CPU",
     ];
     // Kill the first run once it has written a checkpoint or two.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cgflow")).args(args).spawn().expect("spawn");
     let checkpoint = out.join("umbrella.ckpt");
-    let started = std::time::Instant::now();
-    while !checkpoint.exists() && started.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(checkpoint.exists(), "the run wrote no checkpoint");
+    kill_after_checkpoint(&args, &checkpoint);
     // Without --resume an existing run is not overwritten.
     let e = failing(&args, &[]);
     assert!(e.contains("--resume"), "{e}");
@@ -238,15 +244,8 @@ fn md_killed_and_resumed_loses_and_repeats_no_frame() {
 
     let killed = dir.path().join("killed");
     let args = run_args(killed.to_str().expect("utf-8"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cgflow")).args(&args).spawn().expect("spawn");
-    let checkpoint = killed.join("md.ckpt");
-    let started = std::time::Instant::now();
-    while !checkpoint.exists() && started.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(150));
-    let _ = child.kill();
-    let _ = child.wait();
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    kill_after_checkpoint(&arg_refs, &killed.join("md.ckpt"));
     let mut resume: Vec<&str> = args.iter().map(String::as_str).collect();
     resume.push("--resume");
     let out = cgflow(&resume, &[]);

@@ -31,6 +31,9 @@ pub struct CompareArgs {
     /// Points per decade of evaluations.
     #[arg(long, default_value_t = 5)]
     per_decade: usize,
+    /// Also plot the curves (log-log) to this PNG.
+    #[arg(long, value_name = "PNG")]
+    plot: Option<PathBuf>,
     /// Write the curve as JSON here.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -114,6 +117,24 @@ pub fn run(args: CompareArgs) -> Result<()> {
     }
     if let Some(kld) = [0.1, 0.03, 0.01].iter().find_map(|&k| evaluations_to_reach(&mean, k).map(|e| (k, e))) {
         println!("first KLD threshold reached: {} after {:.3e} evaluations", kld.0, kld.1);
+    }
+    if let Some(png) = &args.plot {
+        let xs: Vec<Vec<f64>> =
+            curves.iter().chain([&mean]).map(|c| c.iter().map(|p| p.evaluations).collect()).collect();
+        let ys: Vec<Vec<f64>> = curves.iter().chain([&mean]).map(|c| c.iter().map(|p| p.kld).collect()).collect();
+        let labels: Vec<String> =
+            (0..curves.len()).map(|g| format!("MD group {}", g + 1)).chain(["MD mean".to_string()]).collect();
+        let series: Vec<cgflow::io::plot::Series> =
+            (0..xs.len()).map(|i| cgflow::io::plot::Series { label: &labels[i], x: &xs[i], y: &ys[i] }).collect();
+        cgflow::io::plot::line_plot_png(
+            png,
+            "KL divergence to the reference vs energy evaluations",
+            "energy evaluations",
+            "KLD",
+            &series,
+            true,
+            true,
+        )?;
     }
     if let Some(out) = &args.out {
         let value = serde_json::json!({

@@ -219,6 +219,14 @@ fn analyse(args: &UmbrellaArgs, plan: &UmbrellaPlan, histograms: &UmbrellaHistog
     });
     cgflow::io::npy::write_npy(&args.out.join("reference_probabilities.npy"), &[b, b], &both.probabilities)?;
     cgflow::io::npy::write_npy(&args.out.join("reference_pmf_kt.npy"), &[b, b], &both.free_energy_kt)?;
+    pmf_png(
+        &args.out.join("reference_pmf.png"),
+        &both.free_energy_kt,
+        b,
+        "Alanine dipeptide PMF (umbrella sampling + WHAM)",
+        "F / kT",
+        false,
+    )?;
     // The two halves are independent estimates; their divergence measures the reference's noise.
     if histograms.samples().iter().all(|&n| n > 0.0) {
         let halves =
@@ -230,6 +238,9 @@ fn analyse(args: &UmbrellaArgs, plan: &UmbrellaPlan, histograms: &UmbrellaHistog
             let kld = kl_divergence(&smooth(&halves[0].probabilities)?, &smooth(&halves[1].probabilities)?)?;
             report[format!("kld_half1_half2_smoothed_sigma{sigma}_bins")] = serde_json::json!(kld);
         }
+        let difference: Vec<f64> =
+            halves[0].free_energy_kt.iter().zip(&halves[1].free_energy_kt).map(|(a, c)| a - c).collect();
+        pmf_png(&args.out.join("halves_difference.png"), &difference, b, "PMF half 1 - half 2", "dF / kT", true)?;
         cgflow::io::npy::write_npy(&args.out.join("half1_probabilities.npy"), &[b, b], &halves[0].probabilities)?;
         cgflow::io::npy::write_npy(&args.out.join("half2_probabilities.npy"), &[b, b], &halves[1].probabilities)?;
     }
@@ -238,4 +249,22 @@ fn analyse(args: &UmbrellaArgs, plan: &UmbrellaPlan, histograms: &UmbrellaHistog
     std::fs::write(args.out.join("report.json"), &text).with_context(|| format!("writing {}", args.out.display()))?;
     println!("{text}");
     Ok(())
+}
+
+/// A (phi, psi) heat map of values on the bins x bins grid, in degrees.
+fn pmf_png(path: &Path, values: &[f64], bins: usize, title: &str, label: &str, diverging: bool) -> Result<()> {
+    let map = cgflow::io::plot::HeatMap {
+        values,
+        nx: bins,
+        ny: bins,
+        x_range: (-180.0, 180.0),
+        y_range: (-180.0, 180.0),
+        x_label: "phi / degree",
+        y_label: "psi / degree",
+        title,
+        colorbar_label: label,
+        clip_max: Some(if diverging { 2.0 } else { 15.0 }),
+        diverging,
+    };
+    Ok(cgflow::io::plot::heat_map_png(path, &map)?)
 }

@@ -14,6 +14,7 @@ pub mod dcd;
 pub mod inpcrd;
 pub mod npy;
 pub mod pdb;
+pub mod plot;
 pub mod xyz;
 
 use std::path::Path;

@@ -15,5 +15,7 @@ mod errors;
 mod md;
 #[path = "suite/openmm_reference.rs"]
 mod openmm_reference;
+#[path = "suite/toys.rs"]
+mod toys;
 #[path = "suite/walkers.rs"]
 mod walkers;

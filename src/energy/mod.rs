@@ -16,6 +16,7 @@
 pub(crate) mod copy_grid;
 mod openmm_pool;
 mod replica;
+pub mod toy;
 
 pub use openmm_pool::{OpenMmEnergy, OpenMmEnergyConfig};
 pub use replica::{ReplicaEnergy, ReplicaEnergyConfig};

@@ -15,6 +15,7 @@
 pub mod cost_curve;
 pub mod divergence;
 pub mod histogram;
+pub mod quadrature;
 pub mod weights;
 
 pub use divergence::{

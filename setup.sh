@@ -17,8 +17,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 # PNG plots need a TrueType font (DejaVu Sans). Without a system copy, matplotlib's wheel brings one.
-if [ -z "${CGFLOW_FONT:-}" ] && ! ls /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf /usr/share/fonts/dejavu/DejaVuSans.ttf \
-        /usr/share/fonts/TTF/DejaVuSans.ttf >/dev/null 2>&1; then
+font_found=${CGFLOW_FONT:-}
+for candidate in /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf /usr/share/fonts/dejavu/DejaVuSans.ttf \
+        /usr/share/fonts/TTF/DejaVuSans.ttf; do
+    [ -f "$candidate" ] && font_found=$candidate
+done
+if [ -z "$font_found" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check matplotlib
 fi
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

@@ -25,8 +25,6 @@
 //! lattice of windows there converged to 1e-10 in 235 iterations (1.1 s). The number of iterations
 //! grows as the windows' overlap shrinks.
 
-use std::f64::consts::PI;
-
 use crate::error::{Error, Result};
 
 /// Convergence settings for [`wham`].
@@ -383,13 +381,7 @@ impl Problem {
 /// assert_eq!(periodic_difference(PI, 0.0), -PI);
 /// ```
 pub fn periodic_difference(a: f64, b: f64) -> f64 {
-    let period = 2.0 * PI;
-    let mut d = (a - b + PI).rem_euclid(period) - PI;
-    // rem_euclid may round up to the period itself.
-    if d >= PI {
-        d -= period;
-    }
-    d
+    crate::coords::geometry::wrap_angle(a - b)
 }
 
 fn check_restraint(spring_kt_per_rad2: f64, centre: &[f64], positions: &[&[f64]]) -> Result<()> {
@@ -461,6 +453,7 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+    use std::f64::consts::PI;
     use std::time::Instant;
 
     /// Centres of `n` bins over `[-pi, pi)`.

@@ -17,7 +17,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
 use cgflow::coords::{aldp, geometry::dihedral};
-use cgflow::io::checkpoint::{read_checkpoint, write_checkpoint, Checkpoint};
+use cgflow::io::checkpoint::{write_checkpoint, Checkpoint};
 use cgflow::io::dcd::DcdWriter;
 use cgflow::md::{WalkerConfig, Walkers};
 use cgflow::openmm::{Platform, System};
@@ -149,19 +149,7 @@ pub fn run(args: MdArgs) -> Result<()> {
     let frame_steps = u32::try_from(args.record_every).context("--record-every too large")?;
     let mut frames: u64 = 0;
     let mut dcds = Vec::with_capacity(dcd_walkers);
-    if checkpoint_path.exists() {
-        if !args.resume {
-            bail!("{} exists: pass --resume to continue it, or choose another --out", checkpoint_path.display());
-        }
-        let c = read_checkpoint(&checkpoint_path)?;
-        if c.meta["run"] != description {
-            bail!(
-                "{} belongs to a run with other settings:\n  stored {}\n  now    {}",
-                checkpoint_path.display(),
-                c.meta["run"],
-                description
-            );
-        }
+    if let Some(c) = crate::cli::run_checkpoint(&checkpoint_path, args.resume, "run", &description)? {
         walkers.restore(&crate::cli::walker_state(&c)?)?;
         frames = c.meta["frames"].as_u64().context("frames")?;
         let cv_bytes = frames * (args.walkers * cvs.len() * 4) as u64;
@@ -175,9 +163,6 @@ pub fn run(args: MdArgs) -> Result<()> {
             dcds.push(DcdWriter::open_truncated(&dcd_path(w), n_atoms, frames as u32, frame_steps, step_ps)?);
         }
     } else {
-        if args.resume {
-            bail!("no checkpoint {} to resume", checkpoint_path.display());
-        }
         std::fs::write(&cv_path, b"").with_context(|| format!("creating {}", cv_path.display()))?;
         for w in 0..dcd_walkers {
             dcds.push(DcdWriter::create(&dcd_path(w), n_atoms, frame_steps, step_ps)?);

@@ -86,3 +86,33 @@ pub fn step_progress(total_steps: u64) -> indicatif::ProgressBar {
     );
     bar
 }
+
+/// The checkpoint of a run folder, under one policy for every long-running command: an existing
+/// checkpoint is continued only when asked (`continuing`) and only if the settings it stores under
+/// `key` equal `settings`; asking to continue without a checkpoint is an error.
+pub fn run_checkpoint(
+    path: &std::path::Path,
+    continuing: bool,
+    key: &str,
+    settings: &serde_json::Value,
+) -> anyhow::Result<Option<cgflow::io::checkpoint::Checkpoint>> {
+    if !path.exists() {
+        if continuing {
+            anyhow::bail!("no checkpoint {} to continue", path.display());
+        }
+        return Ok(None);
+    }
+    if !continuing {
+        anyhow::bail!("{} exists: pass --resume to continue it, or choose another --out", path.display());
+    }
+    let checkpoint = cgflow::io::checkpoint::read_checkpoint(path)?;
+    if &checkpoint.meta[key] != settings {
+        anyhow::bail!(
+            "{} was written with other settings or another system:\n  stored {}\n  now    {}",
+            path.display(),
+            checkpoint.meta[key],
+            settings
+        );
+    }
+    Ok(Some(checkpoint))
+}

@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
 use cgflow::coords::aldp;
-use cgflow::io::checkpoint::{bytes_f64, f64_bytes, read_checkpoint, write_checkpoint, Checkpoint};
+use cgflow::io::checkpoint::{bytes_f64, f64_bytes, write_checkpoint, Checkpoint};
 use cgflow::md::umbrella::{UmbrellaHistograms, UmbrellaPlan};
 use cgflow::md::wham::WhamConfig;
 use cgflow::md::{WalkerConfig, Walkers};
@@ -97,26 +97,7 @@ pub fn run(args: UmbrellaArgs) -> Result<()> {
     let checkpoint_path = args.out.join(CHECKPOINT_FILE);
     let wanted = settings(&args, &system_xml);
 
-    let stored = if checkpoint_path.exists() {
-        if !(args.resume || args.analyze) {
-            bail!("{} exists: pass --resume to continue it, or choose another --out", checkpoint_path.display());
-        }
-        let c = read_checkpoint(&checkpoint_path)?;
-        if c.meta["settings"] != wanted {
-            bail!(
-                "{} was written with other settings or another system:\n  stored {}\n  now    {}",
-                checkpoint_path.display(),
-                c.meta["settings"],
-                wanted
-            );
-        }
-        Some(c)
-    } else {
-        if args.resume || args.analyze {
-            bail!("no checkpoint {} to resume or analyse", checkpoint_path.display());
-        }
-        None
-    };
+    let stored = crate::cli::run_checkpoint(&checkpoint_path, args.resume || args.analyze, "settings", &wanted)?;
     let mut histograms = match &stored {
         Some(c) => UmbrellaHistograms::from_counts(
             &plan,

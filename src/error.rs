@@ -28,6 +28,9 @@ pub enum Error {
         /// What is wrong, with a line number where there is one.
         message: String,
     },
+    /// The tensor engine (candle) failed: a shape mismatch inside a model, an unsupported device.
+    #[error("tensor engine: {0}")]
+    Tensor(#[from] candle_core::Error),
 }
 
 /// `Result` with [`Error`].

@@ -13,6 +13,7 @@ pub mod chem;
 pub mod coords;
 pub mod energy;
 pub mod error;
+pub mod flow;
 pub mod io;
 pub mod md;
 pub mod metrics;

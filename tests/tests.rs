@@ -11,6 +11,8 @@ mod cli;
 mod coords;
 #[path = "suite/errors.rs"]
 mod errors;
+#[path = "suite/flow.rs"]
+mod flow;
 #[path = "suite/md.rs"]
 mod md;
 #[path = "suite/openmm_reference.rs"]

@@ -5,6 +5,8 @@ mod util;
 
 #[path = "suite/batched.rs"]
 mod batched;
+#[path = "suite/bg.rs"]
+mod bg;
 #[path = "suite/cli.rs"]
 mod cli;
 #[path = "suite/coords.rs"]
@@ -13,6 +15,8 @@ mod coords;
 mod errors;
 #[path = "suite/flow.rs"]
 mod flow;
+#[path = "suite/flow_checkpoint.rs"]
+mod flow_checkpoint;
 #[path = "suite/md.rs"]
 mod md;
 #[path = "suite/openmm_reference.rs"]

@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and dispatch. One file per subcommand; no math here.
 
+mod bg;
 mod compare;
 mod energy;
 mod info;
@@ -34,6 +35,8 @@ enum Command {
     Compare(compare::CompareArgs),
     /// 2D umbrella sampling of alanine dipeptide's (phi, psi) and WHAM: the reference PMF.
     Umbrella(umbrella::UmbrellaArgs),
+    /// Boltzmann generator on a toy system (double well, harmonic box, Müller-Brown) with PNGs.
+    Bg(bg::BgArgs),
 }
 
 /// Parses the command line, runs the subcommand and turns errors into a message and exit code 1.
@@ -45,6 +48,7 @@ pub fn main() -> ExitCode {
         Command::Md(args) => md::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Umbrella(args) => umbrella::run(args),
+        Command::Bg(args) => bg::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

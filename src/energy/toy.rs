@@ -50,6 +50,20 @@ impl<P: Potential + ?Sized> Potential for &P {
     }
 }
 
+impl<P: Potential + ?Sized> Potential for Box<P> {
+    fn dim(&self) -> usize {
+        (**self).dim()
+    }
+
+    fn energy(&self, x: &[f64]) -> f64 {
+        (**self).energy(x)
+    }
+
+    fn energy_and_gradient(&self, x: &[f64], grad: &mut [f64]) -> f64 {
+        (**self).energy_and_gradient(x, grad)
+    }
+}
+
 /// Fills `grad` with NaN and returns NaN: the answer to a slice of the wrong length.
 fn wrong_length(grad: &mut [f64]) -> f64 {
     grad.iter_mut().for_each(|g| *g = f64::NAN);

@@ -6,6 +6,7 @@
 //! ([`ops`]); matrix products are candle's.
 
 pub mod base;
+pub mod bg;
 pub mod coupling;
 #[allow(clippy::module_inception)]
 pub mod flow;
@@ -15,6 +16,7 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod spline;
+pub mod train;
 
 pub use base::Base;
 pub use flow::{CouplingKind, Flow, FlowSpec, Precision};

@@ -11,6 +11,7 @@
 
 pub mod checkpoint;
 pub mod dcd;
+pub mod flow_checkpoint;
 pub mod inpcrd;
 pub mod npy;
 pub mod pdb;

@@ -297,3 +297,57 @@ fn adam_matches_hand_computed_steps_and_clips() {
     assert!((s.lr_at(0) - 0.1).abs() < 1e-12 && (s.lr_at(9) - 1.0).abs() < 1e-12);
     assert!((s.lr_at(60) - 0.55).abs() < 1e-12 && (s.lr_at(500) - 0.1).abs() < 1e-12);
 }
+
+#[test]
+fn energy_loss_gradient_equals_finite_differences_with_dropping_and_regularisation() {
+    use cgflow::energy::toy::DoubleWell;
+    use cgflow::flow::train::{kl_loss, regularize_energy, EnergyLossConfig, PotentialTarget, TargetEnergy};
+    use std::sync::Arc;
+    let spec = FlowSpec {
+        dims: 2,
+        circular: vec![],
+        context: 0,
+        layers: 4,
+        coupling: SPLINE,
+        hidden: 16,
+        blocks: 1,
+        shift_every: 0,
+        seed: 5,
+        precision: Precision::F64,
+    };
+    let flow = Flow::new(&spec, &Device::Cpu).unwrap();
+    randomize(&flow, 0.2, 21);
+    let target = Arc::new(PotentialTarget::new(DoubleWell::default()));
+    let dyn_target: Arc<dyn TargetEnergy> = target.clone();
+    // Regularise above -5 kT so that part of the batch is on the logarithmic branch.
+    let config = EnergyLossConfig { drop_top_k: 3, regularize_above: Some(-5.0) };
+    let loss_at = || {
+        let mut rng = ChaCha8Rng::seed_from_u64(99);
+        let (loss, report) = kl_loss(&flow, dyn_target.clone(), 32, None, &config, &mut rng).unwrap();
+        (loss, report)
+    };
+    let (loss, report) = loss_at();
+    assert_eq!(report.dropped, 3);
+    assert_eq!(target.evaluations(), 32);
+    let grads = loss.backward().unwrap();
+    let h = 1e-6;
+    for (name, var) in flow.params().entries().iter().step_by(3) {
+        let g = to_vec(grads.get(var.as_tensor()).unwrap());
+        let base = to_vec(var.as_tensor());
+        let k = base.len() / 3;
+        let value_at = |delta: f64| {
+            let mut v = base.clone();
+            v[k] += delta;
+            var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
+            let value = loss_at().1.loss;
+            var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap()).unwrap();
+            value
+        };
+        let fd = (value_at(h) - value_at(-h)) / (2.0 * h);
+        assert!((fd - g[k]).abs() < 1e-5 * (1.0 + fd.abs()), "{name}[{k}]: grad {} vs fd {fd}", g[k]);
+    }
+    // The regulariser: identity below the cut, cut + ln(1 + u - cut) above, continuous slope 1.
+    assert_eq!(regularize_energy(3.0, Some(10.0)), (3.0, 1.0));
+    let (v, s) = regularize_energy(10.0 + (std::f64::consts::E - 1.0), Some(10.0));
+    assert!((v - 11.0).abs() < 1e-12 && (s - 1.0 / std::f64::consts::E).abs() < 1e-12);
+}

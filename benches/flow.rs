@@ -46,16 +46,26 @@ fn time_steps(precision: Precision, n: usize, steps: usize) -> (f64, f64, usize)
     let (x, c) = batch(&flow, n, &mut rng);
     let mut adam = Adam::new(flow.params(), AdamConfig::default());
     let mut times = Vec::new();
+    let mut phases = [0.0f64; 3];
     for i in 0..steps + 2 {
         let t0 = Instant::now();
         let loss = flow.log_prob(&x, Some(&c)).unwrap().mean_all().unwrap().neg().unwrap();
+        let t1 = Instant::now();
         let grads = loss.backward().unwrap();
+        let t2 = Instant::now();
         adam.step(flow.params(), &grads, 1e-4).unwrap();
         if i >= 2 {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
+            for (k, d) in [t1 - t0, t2 - t1, t2.elapsed()].iter().enumerate() {
+                phases[k] += d.as_secs_f64() * 1e3 / steps as f64;
+            }
         }
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "  [{precision:?} batch {n}: forward {:.1} ms, backward {:.1} ms, Adam {:.1} ms (means)]",
+        phases[0], phases[1], phases[2]
+    );
     (times[times.len() / 2], times[0], flow.params().count())
 }
 
@@ -67,12 +77,20 @@ fn main() {
     }
     let quick = std::env::args().any(|a| a == "--quick");
     let skip_torch = std::env::args().any(|a| a == "--no-torch");
+    // `--only f64-64` or `--only mixed-1024` (precision-batch) runs one configuration, e.g. under a profiler.
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv-torch/bin/python");
     println!("reference ALDP conditional flow, training step by example (forward + backward + Adam)");
     println!("threads: {}", rayon::current_num_threads());
-    for (precision, name) in [(Precision::F64, "float64"), (Precision::F32, "float32")] {
+    // Mixed (f32 conditioners, f64 splines and densities) is compared with PyTorch in float64,
+    // the reference code's setting.
+    for (precision, name) in [(Precision::F64, "float64"), (Precision::Mixed, "float64"), (Precision::F32, "float32")] {
         for n in [1024usize, 64] {
+            let tag = format!("{precision:?}-{n}").to_lowercase();
+            if only.as_ref().is_some_and(|o| *o != tag) {
+                continue;
+            }
             let steps = match (quick, n) {
                 (true, 1024) => 3,
                 (true, _) => 10,
@@ -80,7 +98,7 @@ fn main() {
                 (false, _) => 50,
             };
             let (median, min, params) = time_steps(precision, n, steps);
-            print!("cgflow  {name} batch {n:5}: {median:8.1} ms/step (min {min:.1}), {params} parameters");
+            print!("cgflow  {precision:?} batch {n:5}: {median:8.1} ms/step (min {min:.1}), {params} parameters");
             if skip_torch {
                 println!();
                 continue;

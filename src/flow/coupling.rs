@@ -90,11 +90,17 @@ impl CouplingLayer {
     /// Applies the layer (or its inverse) to `x` `[B, dims]`; returns the new state and the
     /// log|det| of the step `[B]`.
     pub fn apply(&self, x: &Tensor, context: Option<&Tensor>, inverse: bool) -> candle_core::Result<(Tensor, Tensor)> {
+        // The conditioner may run in a lower precision than the state (Precision::Mixed).
+        let dtype = self.conditioner.dtype();
         let inputs = match &self.embed {
-            Some(op) => Some(x.apply_op1_arc(op.clone())?),
+            Some(op) => Some(x.apply_op1_arc(op.clone())?.to_dtype(dtype)?),
             None => None,
         };
-        let raw = self.conditioner.forward(inputs.as_ref(), context)?;
+        let context = match context {
+            Some(c) => Some(c.to_dtype(dtype)?),
+            None => None,
+        };
+        let raw = self.conditioner.forward(inputs.as_ref(), context.as_ref())?.to_dtype(x.dtype())?;
         let op = if inverse { &self.inverse_op } else { &self.forward_op };
         let out = x.apply_op2_arc(&raw, op.clone())?;
         Ok((out.narrow(1, 0, self.dims)?.contiguous()?, out.narrow(1, self.dims, 1)?.squeeze(1)?))

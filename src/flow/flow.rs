@@ -36,18 +36,29 @@ pub enum CouplingKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
-    /// 32-bit.
+    /// 32-bit throughout.
     F32,
-    /// 64-bit.
+    /// 64-bit throughout (the reference code's setting).
     F64,
+    /// 32-bit conditioner networks (weights and matrix products), 64-bit coordinates, spline
+    /// transforms and log-densities: the map is exactly invertible to f64 rounding.
+    Mixed,
 }
 
 impl Precision {
-    /// The candle dtype.
+    /// The dtype of states, log-densities and the coupling transforms.
     pub fn dtype(self) -> DType {
         match self {
             Precision::F32 => DType::F32,
+            Precision::F64 | Precision::Mixed => DType::F64,
+        }
+    }
+
+    /// The dtype of the conditioners' weights and activations.
+    pub fn parameter_dtype(self) -> DType {
+        match self {
             Precision::F64 => DType::F64,
+            Precision::F32 | Precision::Mixed => DType::F32,
         }
     }
 }
@@ -175,7 +186,7 @@ impl Flow {
         let mut structure_rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x5eed_5eed_5eed_5eed);
         let mut weight_rng = ChaCha8Rng::seed_from_u64(spec.seed);
         let mut params = ParamStore::new();
-        let mut pb = ParamBuilder::new(&mut params, &mut weight_rng, spec.precision.dtype(), device);
+        let mut pb = ParamBuilder::new(&mut params, &mut weight_rng, spec.precision.parameter_dtype(), device);
         let base = Base::new(spec.dims, &spec.circular);
         let circular = base.circular().to_vec();
         let (real, angle) = match spec.coupling {

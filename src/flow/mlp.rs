@@ -40,6 +40,11 @@ impl ResidualMlp {
         Ok(Self { input, blocks, output, context })
     }
 
+    /// The dtype of the weights.
+    pub fn dtype(&self) -> candle_core::DType {
+        self.output.dtype()
+    }
+
     /// Conditioner outputs for inputs `[B, inputs]` (None when the layer has no conditioning
     /// inputs) and context `[B, context]`.
     pub fn forward(&self, inputs: Option<&Tensor>, context: Option<&Tensor>) -> candle_core::Result<Tensor> {

@@ -8,6 +8,7 @@ use super::ops::{with_cpu_slice, Real};
 use super::params::ParamStore;
 use crate::error::{Error, Result};
 use candle_core::{backprop::GradStore, CpuStorage, DType, InplaceOp1, Layout};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 
@@ -74,13 +75,20 @@ impl<T: Real> AdamUpdate<'_, T> {
         let mut m = self.m.lock().unwrap_or_else(|e| e.into_inner());
         let mut v = self.v.lock().unwrap_or_else(|e| e.into_inner());
         let (b1, b2) = (self.config.beta1, self.config.beta2);
-        for (((p, &g), m), v) in p.iter_mut().zip(self.grad).zip(m.iter_mut()).zip(v.iter_mut()) {
-            let g = candle_core::WithDType::to_f64(g) * self.scale;
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            let update = self.lr * (*m / self.bias1) / ((*v / self.bias2).sqrt() + self.config.eps);
-            *p -= <T as candle_core::WithDType>::from_f64(update);
-        }
+        const CHUNK: usize = 1 << 14;
+        p.par_chunks_mut(CHUNK)
+            .zip(self.grad.par_chunks(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), m), v)| {
+                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    let g = candle_core::WithDType::to_f64(g) * self.scale;
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    let update = self.lr * (*m / self.bias1) / ((*v / self.bias2).sqrt() + self.config.eps);
+                    *p -= <T as candle_core::WithDType>::from_f64(update);
+                }
+            });
     }
 }
 
@@ -134,14 +142,21 @@ impl Adam {
 
     /// Global L2 norm of the gradients of `store` in `grads` (missing gradients count as 0).
     pub fn grad_norm(store: &ParamStore, grads: &GradStore) -> Result<f64> {
+        // Fixed chunks summed in order: the same result whatever the thread count, so clipping
+        // (and a resumed run) stays bit-reproducible.
+        fn sum_squares<T: Real>(s: &[T]) -> f64 {
+            let partial: Vec<f64> = s
+                .par_chunks(1 << 14)
+                .map(|c| c.iter().map(|&x| candle_core::WithDType::to_f64(x).powi(2)).sum::<f64>())
+                .collect();
+            partial.iter().sum()
+        }
         let mut sum = 0.0;
         for (_, var) in store.entries() {
             if let Some(g) = grads.get(var.as_tensor()) {
                 sum += match g.dtype() {
-                    DType::F32 => {
-                        with_cpu_slice::<f32, _>(g, |s| s.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>())?
-                    }
-                    _ => with_cpu_slice::<f64, _>(g, |s| s.iter().map(|&x| x * x).sum::<f64>())?,
+                    DType::F32 => with_cpu_slice::<f32, _>(g, sum_squares)?,
+                    _ => with_cpu_slice::<f64, _>(g, sum_squares)?,
                 };
             }
         }

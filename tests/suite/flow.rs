@@ -116,6 +116,20 @@ fn flows_invert_to_1e10_in_f64() {
 }
 
 #[test]
+fn mixed_precision_flows_invert_to_1e10() {
+    // f32 conditioners, f64 transforms: both directions see the same f32 parameters, so the
+    // inverse is exact to f64 rounding.
+    for coupling in [SPLINE, AFFINE] {
+        let (x_err, ld_err) = roundtrip_error(coupling, Precision::Mixed, 3);
+        assert!(x_err < 1e-10, "{coupling:?}: x -> z -> x error {x_err:e}");
+        assert!(ld_err < 1e-10, "{coupling:?}: log-det mismatch {ld_err:e}");
+    }
+    let flow = Flow::new(&spec(SPLINE, Precision::Mixed, 3), &Device::Cpu).unwrap();
+    assert!(flow.params().entries().iter().all(|(_, v)| v.dtype() == DType::F32));
+    assert_eq!(flow.dtype(), DType::F64);
+}
+
+#[test]
 fn flows_invert_to_1e5_in_f32() {
     for coupling in [SPLINE, AFFINE] {
         let (x_err, ld_err) = roundtrip_error(coupling, Precision::F32, 3);

@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod al;
 pub mod chem;
 pub mod coords;
 pub mod energy;
@@ -18,6 +19,7 @@ pub mod io;
 pub mod md;
 pub mod metrics;
 pub mod openmm;
+pub mod pmf;
 pub mod units;
 
 pub use error::{Error, Result};

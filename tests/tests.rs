@@ -3,6 +3,8 @@
 #[path = "suite/util.rs"]
 mod util;
 
+#[path = "suite/al.rs"]
+mod al;
 #[path = "suite/batched.rs"]
 mod batched;
 #[path = "suite/bg.rs"]
@@ -21,6 +23,8 @@ mod flow_checkpoint;
 mod md;
 #[path = "suite/openmm_reference.rs"]
 mod openmm_reference;
+#[path = "suite/pmf.rs"]
+mod pmf;
 #[path = "suite/toys.rs"]
 mod toys;
 #[path = "suite/walkers.rs"]

@@ -140,7 +140,7 @@ impl BgConfig {
             mc_samples_per_chain: 5000,
             mc_step: if system == BgSystem::HarmonicBox { 0.2 } else { 0.3 },
             mc_thin: 10,
-            ml_steps: 400,
+            ml_steps: if system == BgSystem::HarmonicBox { 1200 } else { 400 },
             mixed_steps: if system == BgSystem::HarmonicBox { 0 } else { 400 },
             batch: 256,
             lr: 1e-3,
@@ -242,7 +242,7 @@ pub fn run_bg(config: &BgConfig, progress: &mut dyn FnMut(usize, usize, f64)) ->
         let (loss, value) = if step < config.ml_steps {
             (ml, ml_report.loss)
         } else {
-            let (kl, kl_report) = kl_loss(&flow, target.clone(), config.batch, None, &config.energy, &mut rng)?;
+            let (kl, kl_report) = kl_loss(&flow, target.clone(), config.batch, None, None, &config.energy, &mut rng)?;
             ((kl + (ml * config.alpha)?)?, kl_report.loss + config.alpha * ml_report.loss)
         };
         adam.step(flow.params(), &loss.backward()?, config.lr)?;

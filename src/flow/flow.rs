@@ -183,6 +183,12 @@ impl Flow {
     /// Builds a flow with fresh (identity) weights from `spec`.
     pub fn new(spec: &FlowSpec, device: &Device) -> Result<Self> {
         spec.validate()?;
+        if !device.is_cpu() {
+            return Err(Error::invalid(
+                "the flow engine's fused kernels (splines, couplings, bias) run on the CPU only; \
+                 use Device::Cpu",
+            ));
+        }
         let mut structure_rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x5eed_5eed_5eed_5eed);
         let mut weight_rng = ChaCha8Rng::seed_from_u64(spec.seed);
         let mut params = ParamStore::new();

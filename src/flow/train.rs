@@ -4,7 +4,7 @@
 
 use super::flow::Flow;
 use super::ops::{with_cpu_slice, Real};
-use crate::energy::toy::{evaluate_batch, Potential};
+use crate::energy::toy::{evaluate_batch, MullerBrown, Potential};
 use crate::error::{Error, Result};
 use candle_core::{backend::BackendStorage, CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rand::Rng;
@@ -16,9 +16,15 @@ use std::sync::{Arc, Mutex};
 pub trait TargetEnergy: Send + Sync {
     /// Dimensions of x.
     fn dims(&self) -> usize;
-    /// Reduced energies u (one per row) and du/dx (flat like `x`), for `x` flat `[row][dim]`.
+    /// Dimensions of the coarse-grained coordinates a conditional target needs with each row
+    /// (0: unconditional).
+    fn cg_dims(&self) -> usize {
+        0
+    }
+    /// Reduced energies u (one per row) and du/dx (flat like `x`), for `x` flat `[row][dim]` and,
+    /// for a conditional target, the CG coordinates `cg` of each row (flat `[row][cg_dims]`).
     /// Non-finite energies are allowed (they are dropped or reported by the loss).
-    fn energies_and_gradients(&self, x: &[f64]) -> Result<(Vec<f64>, Vec<f64>)>;
+    fn energies_and_gradients(&self, x: &[f64], cg: Option<&[f64]>) -> Result<(Vec<f64>, Vec<f64>)>;
     /// Energy evaluations so far.
     fn evaluations(&self) -> u64;
 }
@@ -47,10 +53,61 @@ impl<P: Potential> TargetEnergy for PotentialTarget<P> {
         self.potential.dim()
     }
 
-    fn energies_and_gradients(&self, x: &[f64]) -> Result<(Vec<f64>, Vec<f64>)> {
+    fn energies_and_gradients(&self, x: &[f64], cg: Option<&[f64]>) -> Result<(Vec<f64>, Vec<f64>)> {
+        if cg.is_some() {
+            return Err(Error::invalid("a toy potential takes no CG coordinates"));
+        }
         let out = evaluate_batch(&self.potential, x)?;
         self.count.fetch_add(out.0.len() as u64, Ordering::Relaxed);
         Ok(out)
+    }
+
+    fn evaluations(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// Müller-Brown as the conditional target of the fine coordinate s_perp = x1 + x2 given the CG
+/// coordinate s = x1 - x2: u(s_perp | s) = beta V(x1, x2), x1 = (s + s_perp)/2, x2 = (s_perp - s)/2.
+/// (The Jacobian of that map is the constant 1/2, which shifts every free energy equally.)
+#[derive(Debug, Default)]
+pub struct MullerBrownConditional {
+    mb: MullerBrown,
+    count: AtomicU64,
+}
+
+impl MullerBrownConditional {
+    /// At the potential's beta.
+    pub fn new(mb: MullerBrown) -> Self {
+        Self { mb, count: AtomicU64::new(0) }
+    }
+}
+
+impl TargetEnergy for MullerBrownConditional {
+    fn dims(&self) -> usize {
+        1
+    }
+
+    fn cg_dims(&self) -> usize {
+        1
+    }
+
+    fn energies_and_gradients(&self, x: &[f64], cg: Option<&[f64]>) -> Result<(Vec<f64>, Vec<f64>)> {
+        let cg = cg.ok_or_else(|| Error::invalid("Müller-Brown conditional target needs the CG coordinate s"))?;
+        if cg.len() != x.len() {
+            return Err(Error::invalid(format!("{} CG values for {} rows", cg.len(), x.len())));
+        }
+        let beta = self.mb.beta();
+        let mut u = Vec::with_capacity(x.len());
+        let mut g = Vec::with_capacity(x.len());
+        for (&sp, &s) in x.iter().zip(cg) {
+            let [x1, x2] = MullerBrown::from_cg(s, sp);
+            let (v, grad) = MullerBrown::potential_and_gradient(x1, x2);
+            u.push(beta * v);
+            g.push(beta * 0.5 * (grad[0] + grad[1]));
+        }
+        self.count.fetch_add(x.len() as u64, Ordering::Relaxed);
+        Ok((u, g))
     }
 
     fn evaluations(&self) -> u64 {
@@ -73,6 +130,7 @@ pub fn regularize_energy(u: f64, cut: Option<f64>) -> (f64, f64) {
 /// Custom op: rows of x -> regularised energies `[B]`, backward through the model's du/dx.
 struct EnergyOp {
     target: Arc<dyn TargetEnergy>,
+    cg: Option<Vec<f64>>,
     cut: Option<f64>,
     /// d u_reg / dx of the last forward call, flat.
     gradient: Mutex<Vec<f64>>,
@@ -85,8 +143,10 @@ fn energy_fwd<T: Real>(op: &EnergyOp, s: &CpuStorage, l: &Layout) -> candle_core
     let (start, end) =
         l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("energy: non-contiguous".into()))?;
     let x: Vec<f64> = s.as_slice::<T>()?[start..end].iter().map(|&v| candle_core::WithDType::to_f64(v)).collect();
-    let (u, mut g) =
-        op.target.energies_and_gradients(&x).map_err(|e| candle_core::Error::Msg(format!("energy model: {e}")))?;
+    let (u, mut g) = op
+        .target
+        .energies_and_gradients(&x, op.cg.as_deref())
+        .map_err(|e| candle_core::Error::Msg(format!("energy model: {e}")))?;
     if u.len() != rows || g.len() != rows * cols {
         return Err(candle_core::Error::Msg("energy model returned the wrong number of values".into()));
     }
@@ -171,20 +231,32 @@ pub fn ml_loss(flow: &Flow, x: &Tensor, context: Option<&Tensor>) -> Result<(Ten
 
 /// J_KL = mean over z of [u(F(z)) + log q(F(z))] (the reverse KL divergence up to the constant
 /// log Z), for `n` base samples; `context` has `n` rows for a conditional flow.
+///
+/// For a conditional target, `cg` holds the CG coordinates of each of the `n` rows (flat, the
+/// target's `cg_dims` per row) and `context` the flow's context features of the same rows.
+#[allow(clippy::too_many_arguments)]
 pub fn kl_loss<R: Rng>(
     flow: &Flow,
     target: Arc<dyn TargetEnergy>,
     n: usize,
     context: Option<&Tensor>,
+    cg: Option<&[f64]>,
     config: &EnergyLossConfig,
     rng: &mut R,
 ) -> Result<(Tensor, LossReport)> {
     if target.dims() != flow.spec().dims {
         return Err(Error::invalid(format!("target has {} dims, the flow {}", target.dims(), flow.spec().dims)));
     }
+    match (target.cg_dims(), cg) {
+        (0, None) => {}
+        (0, Some(_)) => return Err(Error::invalid("CG coordinates given to an unconditional target")),
+        (d, Some(c)) if c.len() == d * n => {}
+        (d, _) => return Err(Error::invalid(format!("the target needs {d} CG coordinates for each of {n} rows"))),
+    }
     let (x, log_q) = flow.sample(n, context, rng)?;
     let op = Arc::new(EnergyOp {
         target,
+        cg: cg.map(|c| c.to_vec()),
         cut: config.regularize_above,
         gradient: Mutex::new(vec![]),
         raw: Mutex::new(vec![]),

@@ -1,0 +1,7 @@
+//! Active learning in coarse-grained space: Metropolis search on the PMF ensemble's mean that
+//! stops where its uncertainty is high, farthest-point selection, and spreading new points.
+
+pub mod muller_brown;
+pub mod search;
+
+pub use search::{farthest_point_selection, spread_points, uncertainty_search, CgDomain, SearchConfig, SearchOutcome};

@@ -2,13 +2,12 @@
 
 use cgflow::al::muller_brown::{run_muller_brown, MbAlConfig};
 
-// Work in progress (session 2): the loop runs, but the ensemble's held-out error stays at 2-3 kT
-// (noisy labels from a flow trained on a narrow set of CG points), so the search never leaves the
-// start basin. This is the acceptance test of issue 6; run it with `--ignored` while tuning.
+// Eight iterations (about 25 s): the KLD falls below 0.01 at the seventh and the search has walked from
+// the start basin to s = 1 by then. The loop does not stop by itself yet (the ensemble keeps some
+// uncertainty on the steep wall near s = 1.1), so the run is capped.
 #[test]
-#[ignore = "active learning on Müller-Brown does not converge yet (issue 6, in progress)"]
 fn muller_brown_active_learning_finds_all_minima_and_the_exact_pmf() {
-    let config = MbAlConfig::fast();
+    let config = MbAlConfig { max_iterations: 8, ..MbAlConfig::fast() };
     let t0 = std::time::Instant::now();
     let out = run_muller_brown(&config, &mut |it| {
         eprintln!(

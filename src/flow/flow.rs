@@ -291,45 +291,39 @@ impl Flow {
     /// The generative direction x = F(z; c): returns x and log|det dx/dz| `[B]`.
     pub fn forward(&self, z: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         self.check_input(z, context, "z")?;
-        let mut x = z.clone();
-        let mut logdet: Option<Tensor> = None;
-        for layer in &self.layers {
-            match layer {
-                FlowLayer::Coupling(c) => {
-                    let (y, ld) = c.apply(&x, context, false)?;
-                    x = y;
-                    logdet = Some(match logdet {
-                        Some(l) => (l + ld)?,
-                        None => ld,
-                    });
-                }
-                FlowLayer::Shift { forward, .. } => x = x.apply_op1_arc(forward.clone())?,
-            }
-        }
-        let logdet = logdet.ok_or_else(|| Error::invalid("flow without layers"))?;
-        Ok((x, logdet))
+        self.apply_layers(z, context, false)
     }
 
     /// The density direction z = F^-1(x; c): returns z and log|det dz/dx| `[B]`.
     pub fn inverse(&self, x: &Tensor, context: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         self.check_input(x, context, "x")?;
-        let mut z = x.clone();
+        self.apply_layers(x, context, true)
+    }
+
+    /// Runs the layers in order (or their inverses in reverse order), summing the log-dets.
+    fn apply_layers(&self, input: &Tensor, context: Option<&Tensor>, inverse: bool) -> Result<(Tensor, Tensor)> {
+        let mut state = input.clone();
         let mut logdet: Option<Tensor> = None;
-        for layer in self.layers.iter().rev() {
+        let layers: Box<dyn Iterator<Item = &FlowLayer>> =
+            if inverse { Box::new(self.layers.iter().rev()) } else { Box::new(self.layers.iter()) };
+        for layer in layers {
             match layer {
                 FlowLayer::Coupling(c) => {
-                    let (y, ld) = c.apply(&z, context, true)?;
-                    z = y;
+                    let (y, ld) = c.apply(&state, context, inverse)?;
+                    state = y;
                     logdet = Some(match logdet {
                         Some(l) => (l + ld)?,
                         None => ld,
                     });
                 }
-                FlowLayer::Shift { inverse, .. } => z = z.apply_op1_arc(inverse.clone())?,
+                FlowLayer::Shift { forward, inverse: backward } => {
+                    let op = if inverse { backward } else { forward };
+                    state = state.apply_op1_arc(op.clone())?;
+                }
             }
         }
         let logdet = logdet.ok_or_else(|| Error::invalid("flow without layers"))?;
-        Ok((z, logdet))
+        Ok((state, logdet))
     }
 
     /// log q(x | c) of each row `[B]`.

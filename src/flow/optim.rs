@@ -109,6 +109,38 @@ impl<T: Real> InplaceOp1 for AdamUpdate<'_, T> {
     }
 }
 
+/// The scalars of one Adam step (shared by every parameter tensor).
+struct AdamUpdateArgs {
+    lr: f64,
+    scale: f64,
+    config: AdamConfig,
+    bias1: f64,
+    bias2: f64,
+}
+
+impl AdamUpdateArgs {
+    /// Updates `var` in place from its gradient and moments.
+    fn apply_to<T: Real>(
+        &self,
+        var: &candle_core::Var,
+        grad: &[T],
+        m: &mut [f64],
+        v: &mut [f64],
+    ) -> candle_core::Result<()> {
+        let op = AdamUpdate {
+            grad,
+            m: Mutex::new(m),
+            v: Mutex::new(v),
+            lr: self.lr,
+            scale: self.scale,
+            config: self.config,
+            bias1: self.bias1,
+            bias2: self.bias2,
+        };
+        var.as_tensor().inplace_op1(&op)
+    }
+}
+
 impl Adam {
     /// A fresh optimiser for the parameters in `store`.
     pub fn new(store: &ParamStore, config: AdamConfig) -> Self {
@@ -178,36 +210,13 @@ impl Adam {
         let t = self.state.step as i32;
         let bias1 = 1.0 - self.config.beta1.powi(t);
         let bias2 = 1.0 - self.config.beta2.powi(t);
+        let args = AdamUpdateArgs { lr, scale: clip_scale, config: self.config, bias1, bias2 };
         for (i, (_, var)) in store.entries().iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
             let (m, v) = (&mut self.state.m[i], &mut self.state.v[i]);
             match var.dtype() {
-                DType::F32 => with_cpu_slice::<f32, _>(g, |grad| {
-                    let op = AdamUpdate {
-                        grad,
-                        m: Mutex::new(m.as_mut_slice()),
-                        v: Mutex::new(v.as_mut_slice()),
-                        lr,
-                        scale: clip_scale,
-                        config: self.config,
-                        bias1,
-                        bias2,
-                    };
-                    var.as_tensor().inplace_op1(&op)
-                })??,
-                _ => with_cpu_slice::<f64, _>(g, |grad| {
-                    let op = AdamUpdate {
-                        grad,
-                        m: Mutex::new(m.as_mut_slice()),
-                        v: Mutex::new(v.as_mut_slice()),
-                        lr,
-                        scale: clip_scale,
-                        config: self.config,
-                        bias1,
-                        bias2,
-                    };
-                    var.as_tensor().inplace_op1(&op)
-                })??,
+                DType::F32 => with_cpu_slice::<f32, _>(g, |grad| args.apply_to(var, grad, m, v))??,
+                _ => with_cpu_slice::<f64, _>(g, |grad| args.apply_to(var, grad, m, v))??,
             }
         }
         Ok(StepReport { grad_norm, clip_scale })

@@ -21,6 +21,8 @@ mod flow;
 mod flow_checkpoint;
 #[path = "suite/md.rs"]
 mod md;
+#[path = "suite/molecular.rs"]
+mod molecular;
 #[path = "suite/openmm_reference.rs"]
 mod openmm_reference;
 #[path = "suite/pmf.rs"]

@@ -12,6 +12,7 @@ pub mod coupling;
 pub mod flow;
 pub mod linear;
 pub mod mlp;
+pub mod molecular;
 pub mod ops;
 pub mod optim;
 pub mod params;

@@ -1,0 +1,331 @@
+//! Conditional flows over molecules: the geometry that ties a flow q(x_perp | s) over the fine
+//! internal coordinates to Cartesian structures, and the all-atom target density it is trained on.
+//!
+//! Flow space is the normalised internal-coordinate vector z of [`InternalCoordinates`] split into
+//! the CG coordinates s (circular dihedrals such as phi and psi of alanine dipeptide, unscaled, so
+//! z_s = wrap(angle - reference angle)) and the fine coordinates x_perp the flow models. The flow's
+//! context is (cos, sin) of every CG angle. The joint density of (s, x_perp) is
+//! ln p(z) = -u(x(z)) + ln|det dx/dz|, and [`ConditionalMolecularTarget`] returns its negative,
+//! e(z) = u(x(z)) - ln|det dx/dz|, with de/dx_perp pulled back through the Z-matrix.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::coords::aldp::{self, Chirality};
+use crate::coords::cg::CgSplit;
+use crate::coords::geometry::wrap_angle;
+use crate::coords::transform::InternalCoordinates;
+use crate::energy::{Batch, EnergyModel};
+use crate::error::{Error, Result};
+use crate::flow::train::TargetEnergy;
+
+/// A molecule in flow space: its internal coordinates and which of them are the CG angles.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConditionalMolecule {
+    ic: InternalCoordinates,
+    split: CgSplit,
+    cg_reference_rad: Vec<f64>,
+    chirality_check: bool,
+}
+
+/// A batch of structures built from flow coordinates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Structures {
+    /// Cartesian positions (configs x atoms x 3, nm, in the anchor frame).
+    pub positions_nm: Vec<f64>,
+    /// Full flow-space vectors z (configs x dim).
+    pub z: Vec<f64>,
+    /// ln|det dx/dz| per configuration.
+    pub log_det_dx_dz: Vec<f64>,
+}
+
+impl ConditionalMolecule {
+    /// A molecule with the CG angles at layout indices `cg_indices` of `ic` (each a circular
+    /// dihedral, so that it is unscaled and its flow coordinate is the angle shifted by the
+    /// reference value).
+    pub fn new(ic: InternalCoordinates, cg_indices: &[usize]) -> Result<Self> {
+        if cg_indices.is_empty() {
+            return Err(Error::invalid("a conditional molecule needs at least one CG coordinate"));
+        }
+        let circular = ic.normalization().circular();
+        if let Some(&i) = cg_indices.iter().find(|&&i| i >= circular.len() || !circular[i]) {
+            return Err(Error::invalid(format!("CG coordinate {i} is not a circular dihedral of the molecule")));
+        }
+        let split = CgSplit::new(ic.dim(), cg_indices)?;
+        let cg_reference_rad = cg_indices.iter().map(|&i| ic.normalization().reference()[i]).collect();
+        Ok(Self { ic, split, cg_reference_rad, chirality_check: false })
+    }
+
+    /// Alanine dipeptide conditioned on (phi, psi), normalised around `x_ref` (nm; the
+    /// minimum-energy structure in the reference code). D-alanine structures (mirror images at CA)
+    /// are flagged as invalid.
+    pub fn aldp(x_ref: &[f64]) -> Result<Self> {
+        let ic = aldp::internal_coordinates(x_ref)?;
+        let mut molecule = Self::new(ic, &[aldp::PHI_INDEX, aldp::PSI_INDEX])?;
+        molecule.chirality_check = ic_is_aldp(&molecule.ic);
+        Ok(molecule)
+    }
+
+    /// The internal coordinates.
+    pub fn internal_coordinates(&self) -> &InternalCoordinates {
+        &self.ic
+    }
+
+    /// Number of atoms.
+    pub fn n_atoms(&self) -> usize {
+        self.ic.n_atoms()
+    }
+
+    /// Number of fine coordinates (the flow's dimension).
+    pub fn fine_dims(&self) -> usize {
+        self.split.fine_indices().len()
+    }
+
+    /// Number of CG angles.
+    pub fn cg_dims(&self) -> usize {
+        self.split.cg_indices().len()
+    }
+
+    /// Width of the flow's context: (cos, sin) of every CG angle.
+    pub fn context_width(&self) -> usize {
+        2 * self.cg_dims()
+    }
+
+    /// Positions, within the fine vector, of the circular coordinates (the flow's circular dims).
+    pub fn fine_circular_indices(&self) -> Vec<usize> {
+        let circular = self.split.fine_mask(self.ic.normalization().circular());
+        circular.iter().enumerate().filter(|(_, &c)| c).map(|(i, _)| i).collect()
+    }
+
+    /// The context rows (cos a, sin a for each CG angle a) of CG points given flat in radians.
+    pub fn context(&self, cg_rad: &[f64]) -> Vec<f64> {
+        cg_rad.iter().flat_map(|a| [a.cos(), a.sin()]).collect()
+    }
+
+    fn check_rows(&self, fine: &[f64], cg_rad: &[f64]) -> Result<usize> {
+        let (f, c) = (self.fine_dims(), self.cg_dims());
+        if fine.len() % f != 0 || cg_rad.len() % c != 0 || fine.len() / f != cg_rad.len() / c {
+            return Err(Error::invalid(format!(
+                "{} fine values and {} CG values do not make whole configurations of {f} and {c}",
+                fine.len(),
+                cg_rad.len()
+            )));
+        }
+        if let Some(i) = cg_rad.iter().position(|a| !a.is_finite()) {
+            return Err(Error::invalid(format!("CG point {}: non-finite angle {}", i / c, cg_rad[i])));
+        }
+        Ok(fine.len() / f)
+    }
+
+    /// Full flow vectors z from fine coordinates and CG angles (radians).
+    pub fn join(&self, fine: &[f64], cg_rad: &[f64]) -> Result<Vec<f64>> {
+        let n = self.check_rows(fine, cg_rad)?;
+        let (f, c, d) = (self.fine_dims(), self.cg_dims(), self.ic.dim());
+        let mut z = vec![0.0; n * d];
+        for i in 0..n {
+            let row = &mut z[i * d..(i + 1) * d];
+            for (k, &j) in self.split.fine_indices().iter().enumerate() {
+                row[j] = fine[i * f + k];
+            }
+            for (k, &j) in self.split.cg_indices().iter().enumerate() {
+                row[j] = wrap_angle(cg_rad[i * c + k] - self.cg_reference_rad[k]);
+            }
+        }
+        Ok(z)
+    }
+
+    /// Builds structures from fine coordinates and CG angles (radians).
+    pub fn to_cartesian(&self, fine: &[f64], cg_rad: &[f64]) -> Result<Structures> {
+        let z = self.join(fine, cg_rad)?;
+        let (positions_nm, log_det_dx_dz) = self.ic.inverse(&z)?;
+        Ok(Structures { positions_nm, z, log_det_dx_dz })
+    }
+
+    /// Cartesian structures (nm) -> (fine coordinates, CG angles in radians, ln|det dz/dx|): the
+    /// training data of a flow trained by example.
+    pub fn from_cartesian(&self, positions_nm: &[f64]) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+        let (z, log_det) = self.ic.forward(positions_nm)?;
+        let d = self.ic.dim();
+        let n = z.len() / d;
+        let mut fine = Vec::with_capacity(n * self.fine_dims());
+        let mut cg = Vec::with_capacity(n * self.cg_dims());
+        for row in z.chunks(d) {
+            fine.extend(self.split.fine_indices().iter().map(|&j| row[j]));
+            cg.extend(self.split.cg_indices().iter().zip(&self.cg_reference_rad).map(|(&j, r)| wrap_angle(row[j] + r)));
+        }
+        Ok((fine, cg, log_det))
+    }
+
+    /// Whether each structure is valid (L chirality for alanine dipeptide; always true otherwise).
+    pub fn valid(&self, positions_nm: &[f64]) -> Result<Vec<bool>> {
+        let n = positions_nm.len() / (3 * self.n_atoms()).max(1);
+        if !self.chirality_check {
+            return Ok(vec![true; n]);
+        }
+        Ok(aldp::chirality(positions_nm)?.into_iter().map(|c| c == Chirality::L).collect())
+    }
+}
+
+/// Penalty energy (kT) of a D-alanine structure during training by energy, with its gradient:
+/// `PENALTY_BASE_KT + PENALTY_SLOPE_KT * t / |t_L|`, where t = ((C - N) x (CB - N)) . (HA - N) is
+/// positive for D and `t_L` its magnitude in an ideal L structure. The base keeps such samples
+/// among the largest losses (dropped first); the slope pushes them towards t < 0. Never used for
+/// importance weights, where invalid structures have zero weight.
+fn chirality_penalty(x: &[f64], grad: &mut [f64]) -> f64 {
+    use nalgebra::Vector3;
+    let atom = |i: usize| Vector3::new(x[3 * i], x[3 * i + 1], x[3 * i + 2]);
+    let (n, c, cb, ha) = (atom(6), atom(14), atom(10), atom(9));
+    let (a, b, h) = (c - n, cb - n, ha - n);
+    let t = a.cross(&b).dot(&h);
+    let scale = PENALTY_SLOPE_KT / TRIPLE_PRODUCT_L_NM3;
+    let (da, db, dh) = (b.cross(&h) * scale, h.cross(&a) * scale, a.cross(&b) * scale);
+    grad.iter_mut().for_each(|g| *g = 0.0);
+    for (atom, g) in [(14, da), (10, db), (9, dh), (6, -(da + db + dh))] {
+        for k in 0..3 {
+            grad[3 * atom + k] += g[k];
+        }
+    }
+    PENALTY_BASE_KT + scale * t
+}
+
+/// Base of the chirality penalty (kT).
+const PENALTY_BASE_KT: f64 = 100.0;
+/// Slope of the chirality penalty (kT per |t_L|).
+const PENALTY_SLOPE_KT: f64 = 50.0;
+/// |((C - N) x (CB - N)) . (HA - N)| of the ALDP minimum-energy structure, rounded (nm^3).
+const TRIPLE_PRODUCT_L_NM3: f64 = 8.4e-3;
+
+fn ic_is_aldp(ic: &InternalCoordinates) -> bool {
+    ic.n_atoms() == aldp::N_ATOMS && ic.zmatrix().anchors() == aldp::ANCHORS
+}
+
+/// The all-atom Boltzmann density of a molecule in flow space as a conditional training target:
+/// rows are fine coordinates, the CG angles come with each row. Invalid structures (D-alanine)
+/// get an infinite energy without an energy evaluation; every evaluated structure is counted.
+pub struct ConditionalMolecularTarget {
+    molecule: ConditionalMolecule,
+    energy: Mutex<Box<dyn EnergyModel>>,
+    rejected: AtomicU64,
+}
+
+impl std::fmt::Debug for ConditionalMolecularTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConditionalMolecularTarget")
+            .field("fine_dims", &self.molecule.fine_dims())
+            .field("cg_dims", &self.molecule.cg_dims())
+            .field("evaluations", &self.evaluations())
+            .finish()
+    }
+}
+
+/// Per-row results of [`ConditionalMolecularTarget::evaluate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct MolecularEvaluation {
+    /// The structures.
+    pub structures: Structures,
+    /// u = U/kT per row (+inf for invalid structures).
+    pub reduced_energies: Vec<f64>,
+    /// Whether each structure is valid (L chirality).
+    pub valid: Vec<bool>,
+}
+
+impl ConditionalMolecularTarget {
+    /// Wraps a molecule and an energy model of the same atoms.
+    pub fn new(molecule: ConditionalMolecule, energy: Box<dyn EnergyModel>) -> Result<Self> {
+        if energy.n_atoms() != molecule.n_atoms() {
+            return Err(Error::invalid(format!(
+                "the energy model has {} atoms, the molecule {}",
+                energy.n_atoms(),
+                molecule.n_atoms()
+            )));
+        }
+        Ok(Self { molecule, energy: Mutex::new(energy), rejected: AtomicU64::new(0) })
+    }
+
+    /// The molecule.
+    pub fn molecule(&self) -> &ConditionalMolecule {
+        &self.molecule
+    }
+
+    /// Structures rejected as invalid (D chirality) without an energy evaluation.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    fn evaluate_inner(&self, fine: &[f64], cg_rad: &[f64], gradients: bool) -> Result<(MolecularEvaluation, Vec<f64>)> {
+        let structures = self.molecule.to_cartesian(fine, cg_rad)?;
+        let n = structures.log_det_dx_dz.len();
+        let stride = 3 * self.molecule.n_atoms();
+        let valid = self.molecule.valid(&structures.positions_nm)?;
+        let keep: Vec<usize> = (0..n).filter(|&i| valid[i]).collect();
+        self.rejected.fetch_add((n - keep.len()) as u64, Ordering::Relaxed);
+        let mut u = vec![f64::INFINITY; n];
+        let mut grad_x = vec![0.0; n * stride];
+        if !keep.is_empty() {
+            let x: Vec<f64> = keep
+                .iter()
+                .flat_map(|&i| structures.positions_nm[i * stride..(i + 1) * stride].iter().copied())
+                .collect();
+            let evaluation = {
+                let mut energy = self.energy.lock().unwrap_or_else(|e| e.into_inner());
+                energy.evaluate(&Batch::new(&x, self.molecule.n_atoms())?)?
+            };
+            for (k, &i) in keep.iter().enumerate() {
+                u[i] = evaluation.reduced_energies[k];
+                grad_x[i * stride..(i + 1) * stride]
+                    .copy_from_slice(&evaluation.gradients[k * stride..(k + 1) * stride]);
+            }
+        }
+        let mut grad_fine = vec![0.0; n * self.molecule.fine_dims()];
+        if gradients {
+            // Invalid structures get the chirality penalty (training only): a finite energy whose
+            // gradient turns CB and HA towards the L side.
+            for i in (0..n).filter(|&i| !valid[i]) {
+                let x = &structures.positions_nm[i * stride..(i + 1) * stride];
+                u[i] = chirality_penalty(x, &mut grad_x[i * stride..(i + 1) * stride]);
+            }
+            let d = self.molecule.ic.dim();
+            let pullback = self.molecule.ic.pullback(&structures.z, &structures.positions_nm, &grad_x)?;
+            let f = self.molecule.fine_dims();
+            for i in (0..n).filter(|&i| u[i].is_finite()) {
+                for (m, &j) in self.molecule.split.fine_indices().iter().enumerate() {
+                    grad_fine[i * f + m] = pullback.grad_z[i * d + j] - pullback.grad_log_det[i * d + j];
+                }
+            }
+        }
+        Ok((MolecularEvaluation { structures, reduced_energies: u, valid }, grad_fine))
+    }
+
+    /// Builds and evaluates structures (no gradients): energies for importance weights and
+    /// backmapping.
+    pub fn evaluate(&self, fine: &[f64], cg_rad: &[f64]) -> Result<MolecularEvaluation> {
+        Ok(self.evaluate_inner(fine, cg_rad, false)?.0)
+    }
+
+    /// ln p(s, x_perp) = -u(x) + ln|det dx/dz| per row (-inf for invalid structures), unnormalised.
+    pub fn log_density(&self, fine: &[f64], cg_rad: &[f64]) -> Result<Vec<f64>> {
+        let e = self.evaluate(fine, cg_rad)?;
+        Ok(e.reduced_energies.iter().zip(&e.structures.log_det_dx_dz).map(|(u, ld)| -u + ld).collect())
+    }
+}
+
+impl TargetEnergy for ConditionalMolecularTarget {
+    fn dims(&self) -> usize {
+        self.molecule.fine_dims()
+    }
+
+    fn cg_dims(&self) -> usize {
+        self.molecule.cg_dims()
+    }
+
+    fn energies_and_gradients(&self, x: &[f64], cg: Option<&[f64]>) -> Result<(Vec<f64>, Vec<f64>)> {
+        let cg = cg.ok_or_else(|| Error::invalid("a conditional molecular target needs the CG angles of each row"))?;
+        let (e, grad) = self.evaluate_inner(x, cg, true)?;
+        let energies = e.reduced_energies.iter().zip(&e.structures.log_det_dx_dz).map(|(u, ld)| u - ld).collect();
+        Ok((energies, grad))
+    }
+
+    fn evaluations(&self) -> u64 {
+        self.energy.lock().unwrap_or_else(|e| e.into_inner()).evaluation_count()
+    }
+}

@@ -5,6 +5,8 @@ mod util;
 
 #[path = "suite/al.rs"]
 mod al;
+#[path = "suite/al_aldp.rs"]
+mod al_aldp;
 #[path = "suite/batched.rs"]
 mod batched;
 #[path = "suite/bg.rs"]

@@ -1,6 +1,8 @@
-//! Active learning in coarse-grained space: Metropolis search on the PMF ensemble's mean that
+//! Active learning in coarse-grained space (alanine dipeptide in [`aldp`], Müller-Brown in
+//! [`muller_brown`]): Metropolis search on the PMF ensemble's mean that
 //! stops where its uncertainty is high, farthest-point selection, and spreading new points.
 
+pub mod aldp;
 pub mod muller_brown;
 pub mod search;
 

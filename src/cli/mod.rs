@@ -1,8 +1,10 @@
 //! Command-line interface: argument parsing and dispatch. One file per subcommand; no math here.
 
+mod al;
 mod bg;
 mod compare;
 mod energy;
+mod grid;
 mod info;
 mod md;
 mod umbrella;
@@ -37,6 +39,10 @@ enum Command {
     Umbrella(umbrella::UmbrellaArgs),
     /// Boltzmann generator on a toy system (double well, harmonic box, Müller-Brown) with PNGs.
     Bg(bg::BgArgs),
+    /// Active learning of alanine dipeptide's (phi, psi) PMF with a conditional flow and OpenMM.
+    Al(al::AlArgs),
+    /// Grid-conditioning control: the conditional flow trained on a uniform (phi, psi) grid.
+    Grid(grid::GridArgs),
 }
 
 /// Parses the command line, runs the subcommand and turns errors into a message and exit code 1.
@@ -49,6 +55,8 @@ pub fn main() -> ExitCode {
         Command::Compare(args) => compare::run(args),
         Command::Umbrella(args) => umbrella::run(args),
         Command::Bg(args) => bg::run(args),
+        Command::Al(args) => al::run(args, cgflow::al::aldp::AlMode::ActiveLearning),
+        Command::Grid(args) => grid::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@
 //! in ångström unless their first comment line says `nm` (see [`xyz::read_xyz`]), and `.npy`
 //! arrays are taken to be in nanometres.
 
+pub mod al_checkpoint;
 pub mod checkpoint;
 pub mod dcd;
 pub mod flow_checkpoint;

@@ -598,6 +598,12 @@ impl PmfEnsemble {
         self.fits
     }
 
+    /// Restores the fit counter of a saved ensemble (with [`PmfEnsemble::load_tensors`]), so that
+    /// the next fit draws the same subsets as it would have in the run that saved it.
+    pub fn set_fits(&mut self, fits: u64) {
+        self.fits = fits;
+    }
+
     /// The trainable parameters as the optimiser sees them: one tensor `weights` of shape
     /// `[members, P]`, member `i` in row `i`, packed as layer 0 weight (`[in, out]`, row-major),
     /// layer 0 bias, layer 1 weight, and so on. For checkpoints, [`PmfEnsemble::named_tensors`]

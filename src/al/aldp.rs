@@ -1,0 +1,935 @@
+//! Active learning of the (phi, psi) free-energy surface of alanine dipeptide (BRIEF section 5):
+//! start-up MD, a conditional spline flow q(x_perp | phi, psi) trained by example and then by
+//! energy (OpenMM), importance-sampled PMF labels, a PMF ensemble, and the uncertainty search for
+//! new CG points; and the grid-conditioning control experiment on the same machinery.
+//!
+//! The run is a sequence of resumable steps: [`AldpAl::start`] (MD and training by example) gives
+//! an [`AldpAlState`], and each [`AldpAl::iterate`] advances it by one iteration. Every random draw
+//! of an iteration comes from a generator seeded by (seed, iteration), the optimiser and ensemble
+//! are part of the state, and OpenMM runs one thread per Context, so a state saved after any step
+//! and restored continues exactly as an uninterrupted run would.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::search::{farthest_point_selection, spread_points, uncertainty_search, CgDomain, SearchConfig};
+use crate::energy::{OpenMmEnergy, OpenMmEnergyConfig};
+use crate::error::{Error, Result};
+use crate::flow::molecular::{ConditionalMolecularTarget, ConditionalMolecule};
+use crate::flow::optim::{Adam, AdamConfig};
+use crate::flow::train::{kl_loss, ml_loss, EnergyLossConfig, TargetEnergy};
+use crate::flow::{CouplingKind, Flow, FlowSpec, Precision};
+use crate::md::walkers::{WalkerConfig, Walkers};
+use crate::metrics::kl_to_free_energy;
+use crate::openmm::{Platform, System};
+use crate::pmf::ensemble::{CgFeatures, EnsembleConfig, PmfEnsemble};
+use crate::pmf::labels::importance_free_energy;
+
+const PI: f64 = std::f64::consts::PI;
+
+/// Start-up MD: one short run from the minimum-energy structure gives the first CG points and
+/// the data for training by example.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartupMdConfig {
+    /// Independent walkers.
+    pub walkers: usize,
+    /// MD steps per walker (1 fs each; every step is one energy evaluation per walker).
+    pub steps: u64,
+    /// Steps between recorded frames.
+    pub record_every: u64,
+}
+
+/// The conditional flow's architecture (BRIEF section 3 for the reference values).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionalFlowConfig {
+    /// Coupling layers.
+    pub layers: usize,
+    /// Hidden units of each conditioner.
+    pub hidden: usize,
+    /// Residual blocks per conditioner.
+    pub blocks: usize,
+    /// Bins of every rational-quadratic spline.
+    pub bins: usize,
+    /// Half-width of the spline interval of real coordinates (linear tails outside).
+    pub tail_bound: f64,
+    /// A random periodic shift of the circular dimensions after every this many layers.
+    pub shift_every: usize,
+    /// Precision: `f64` (the reference code's), `f32`, or `mixed` (f32 conditioners, f64
+    /// coordinates and densities; the measured best on a CPU).
+    pub precision: Precision,
+}
+
+/// Training by example on the start-up MD frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExampleTrainingConfig {
+    /// Adam steps.
+    pub steps: usize,
+    /// Frames per step.
+    pub batch: usize,
+    /// Learning rate.
+    pub lr: f64,
+}
+
+/// Training by energy (conditional reverse KL) at the CG training points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnergyTrainingConfig {
+    /// Flow samples per CG point per epoch (each one energy evaluation).
+    pub samples_per_point: usize,
+    /// Epochs per iteration.
+    pub epochs: usize,
+    /// Samples per Adam step.
+    pub batch: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Largest per-sample losses dropped from each batch.
+    pub drop_top_k: usize,
+    /// Global gradient-norm clip.
+    pub max_grad_norm: f64,
+    /// Energies more than this many kT above the minimum-energy structure's enter the loss
+    /// logarithmically (None: never), so that the first far-from-physical samples do not dominate.
+    pub regularize_above_kt: Option<f64>,
+}
+
+/// Importance-sampled PMF labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelConfig {
+    /// Flow samples per CG point (each one energy evaluation).
+    pub samples: usize,
+    /// Largest weights clipped per point (to the next largest).
+    pub clip_top_k: usize,
+}
+
+/// The uncertainty search and how new points are added.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AldpSearchConfig {
+    /// Metropolis chains on the ensemble-mean PMF.
+    pub chains: usize,
+    /// Start of the chains in the first iteration, (phi, psi) in degrees; later iterations also
+    /// start from the newest centres.
+    pub start_deg: [f64; 2],
+    /// Gaussian step per angle (radians).
+    pub step_rad: f64,
+    /// A chain stops where the ensemble std exceeds this (kT).
+    pub threshold_kt: f64,
+    /// Uncertain points collected per search.
+    pub candidates: usize,
+    /// New centres kept by farthest-point selection.
+    pub new_points: usize,
+    /// Metropolis steps (over all chains) without enough uncertain points that end the run.
+    pub max_steps: u64,
+    /// CG points spread around each new centre.
+    pub spread: usize,
+    /// Half-width of the spread (radians, per angle).
+    pub spread_radius_rad: f64,
+}
+
+/// The grid-conditioning control experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridConfig {
+    /// Grid points per angle (uniform over [-pi, pi)^2 at the bin centres).
+    pub points_per_angle: usize,
+    /// Epochs of training by energy over the whole grid.
+    pub epochs: usize,
+}
+
+/// Settings of an alanine-dipeptide active-learning run (and of the grid control).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AldpAlConfig {
+    /// Seed of everything (MD, flow, ensemble, sampling, search).
+    pub seed: u64,
+    /// Start-up MD.
+    pub startup_md: StartupMdConfig,
+    /// CG training points taken from the start-up frames (evenly spaced in time).
+    pub start_points: usize,
+    /// Flow architecture.
+    pub flow: ConditionalFlowConfig,
+    /// Training by example.
+    pub example_training: ExampleTrainingConfig,
+    /// Training by energy.
+    pub energy_training: EnergyTrainingConfig,
+    /// PMF labels.
+    pub labels: LabelConfig,
+    /// PMF ensemble.
+    pub ensemble: EnsembleConfig,
+    /// Uncertainty search.
+    pub search: AldpSearchConfig,
+    /// Fraction of each set of new points held out as test points (labelled, never fitted).
+    pub test_fraction: f64,
+    /// Fraction of the older training points mixed into each iteration's flow training.
+    pub old_fraction: f64,
+    /// Upper bound on active-learning iterations.
+    pub max_iterations: usize,
+    /// Grid conditioning (used by `cgflow grid`).
+    pub grid: GridConfig,
+}
+
+impl AldpAlConfig {
+    /// The reference settings (BRIEF sections 3 to 5): 50 ps start-up MD giving 5000 points, the
+    /// 3.8 M-parameter flow in f64, 30 samples per point per epoch, 50 epochs per iteration,
+    /// batch 64, lr 1e-5, 200 chains, threshold 0.2 kT, 15 new centres spread into 200 points
+    /// each; grid control on 100 x 100 points for 100 epochs. Days on a 2-core CPU.
+    pub fn reference() -> Self {
+        Self {
+            seed: 1,
+            startup_md: StartupMdConfig { walkers: 1, steps: 50_000, record_every: 10 },
+            start_points: 5000,
+            flow: ConditionalFlowConfig {
+                layers: 12,
+                hidden: 256,
+                blocks: 1,
+                bins: 8,
+                tail_bound: 5.0,
+                shift_every: 2,
+                precision: Precision::F64,
+            },
+            example_training: ExampleTrainingConfig { steps: 2000, batch: 64, lr: 1e-4 },
+            energy_training: EnergyTrainingConfig {
+                samples_per_point: 30,
+                epochs: 50,
+                batch: 64,
+                lr: 1e-5,
+                drop_top_k: 5,
+                max_grad_norm: 1000.0,
+                regularize_above_kt: Some(1000.0),
+            },
+            labels: LabelConfig { samples: 100, clip_top_k: 3 },
+            ensemble: EnsembleConfig::reference(),
+            search: AldpSearchConfig {
+                chains: 200,
+                start_deg: [-150.0, 155.0],
+                step_rad: 0.1,
+                threshold_kt: 0.2,
+                candidates: 30,
+                new_points: 15,
+                max_steps: 500_000,
+                spread: 200,
+                spread_radius_rad: 0.6,
+            },
+            test_fraction: 0.2,
+            old_fraction: 0.3,
+            max_iterations: 50,
+            grid: GridConfig { points_per_angle: 100, epochs: 100 },
+        }
+    }
+
+    /// Settings for a 2-core CPU (about an hour): 10 ps start-up MD, a smaller flow (8 layers of
+    /// 128 hidden units, mixed precision), fewer samples and epochs, 64 samples per label, the
+    /// reference search with threshold 0.3 kT and 6 new centres spread into 60 points each.
+    pub fn fast() -> Self {
+        let reference = Self::reference();
+        Self {
+            startup_md: StartupMdConfig { walkers: 1, steps: 20_000, record_every: 10 },
+            start_points: 400,
+            flow: ConditionalFlowConfig { layers: 8, hidden: 128, precision: Precision::Mixed, ..reference.flow },
+            example_training: ExampleTrainingConfig { steps: 600, batch: 128, lr: 1e-3 },
+            energy_training: EnergyTrainingConfig {
+                samples_per_point: 8,
+                epochs: 8,
+                batch: 256,
+                lr: 2e-4,
+                drop_top_k: 10,
+                max_grad_norm: 100.0,
+                regularize_above_kt: Some(300.0),
+            },
+            labels: LabelConfig { samples: 64, clip_top_k: 3 },
+            ensemble: EnsembleConfig { epochs: 300, hidden: vec![128, 64, 32], ..EnsembleConfig::fast() },
+            search: AldpSearchConfig {
+                threshold_kt: 0.3,
+                candidates: 30,
+                new_points: 10,
+                spread: 40,
+                max_steps: 200_000,
+                ..reference.search
+            },
+            max_iterations: 10,
+            grid: GridConfig { points_per_angle: 40, epochs: 8 },
+            ..reference
+        }
+    }
+
+    /// A tiny run for tests (seconds per iteration).
+    pub fn tiny() -> Self {
+        let fast = Self::fast();
+        Self {
+            startup_md: StartupMdConfig { walkers: 1, steps: 2_000, record_every: 10 },
+            start_points: 40,
+            flow: ConditionalFlowConfig { layers: 4, hidden: 32, ..fast.flow },
+            example_training: ExampleTrainingConfig { steps: 40, batch: 64, lr: 1e-3 },
+            energy_training: EnergyTrainingConfig {
+                samples_per_point: 4,
+                epochs: 2,
+                batch: 64,
+                ..fast.energy_training
+            },
+            labels: LabelConfig { samples: 16, clip_top_k: 2 },
+            ensemble: EnsembleConfig { members: 3, hidden: vec![16, 8], epochs: 50, ..EnsembleConfig::fast() },
+            search: AldpSearchConfig {
+                chains: 20,
+                candidates: 4,
+                new_points: 2,
+                spread: 10,
+                max_steps: 20_000,
+                ..fast.search
+            },
+            max_iterations: 2,
+            grid: GridConfig { points_per_angle: 6, epochs: 1 },
+            ..fast
+        }
+    }
+
+    /// Errors naming the first setting that cannot work.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("startup_md.walkers", self.startup_md.walkers as f64),
+            ("startup_md.steps", self.startup_md.steps as f64),
+            ("startup_md.record_every", self.startup_md.record_every as f64),
+            ("start_points", self.start_points as f64),
+            ("flow.layers", self.flow.layers as f64),
+            ("flow.hidden", self.flow.hidden as f64),
+            ("flow.bins", self.flow.bins as f64),
+            ("flow.tail_bound", self.flow.tail_bound),
+            ("example_training.batch", self.example_training.batch as f64),
+            ("example_training.lr", self.example_training.lr),
+            ("energy_training.samples_per_point", self.energy_training.samples_per_point as f64),
+            ("energy_training.batch", self.energy_training.batch as f64),
+            ("energy_training.lr", self.energy_training.lr),
+            ("energy_training.max_grad_norm", self.energy_training.max_grad_norm),
+            ("search.chains", self.search.chains as f64),
+            ("search.step_rad", self.search.step_rad),
+            ("search.threshold_kt", self.search.threshold_kt),
+            ("search.spread_radius_rad", self.search.spread_radius_rad),
+            ("grid.points_per_angle", self.grid.points_per_angle as f64),
+        ];
+        if let Some((name, value)) = positive.iter().find(|(_, v)| !(v.is_finite() && *v > 0.0)) {
+            return Err(Error::invalid(format!("{name} must be positive, got {value}")));
+        }
+        if self.labels.samples <= self.labels.clip_top_k {
+            return Err(Error::invalid("labels.samples must exceed labels.clip_top_k"));
+        }
+        if self.energy_training.drop_top_k >= self.energy_training.batch {
+            return Err(Error::invalid("energy_training.drop_top_k must be below energy_training.batch"));
+        }
+        if !(0.0..1.0).contains(&self.test_fraction) {
+            return Err(Error::invalid(format!("test_fraction must be in [0, 1), got {}", self.test_fraction)));
+        }
+        if !(0.0..=1.0).contains(&self.old_fraction) {
+            return Err(Error::invalid(format!("old_fraction must be in [0, 1], got {}", self.old_fraction)));
+        }
+        self.ensemble.validate()
+    }
+
+    fn flow_spec(&self, molecule: &ConditionalMolecule) -> FlowSpec {
+        FlowSpec {
+            dims: molecule.fine_dims(),
+            circular: molecule.fine_circular_indices(),
+            context: molecule.context_width(),
+            layers: self.flow.layers,
+            coupling: CouplingKind::Spline { bins: self.flow.bins, tail_bound: self.flow.tail_bound },
+            hidden: self.flow.hidden,
+            blocks: self.flow.blocks,
+            shift_every: self.flow.shift_every,
+            seed: self.seed,
+            precision: self.flow.precision,
+        }
+    }
+}
+
+/// Energy evaluations by purpose (BRIEF section 6: every one counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CostBreakdown {
+    /// MD steps of the start-up run (one per walker per step).
+    pub startup_md: u64,
+    /// Flow samples evaluated while training by energy.
+    pub energy_training: u64,
+    /// Samples evaluated for the labels of training points.
+    pub labels: u64,
+    /// Samples evaluated for the labels of test points.
+    pub test_labels: u64,
+    /// Other evaluations (the minimum-energy structure's reference energy).
+    pub other: u64,
+}
+
+impl CostBreakdown {
+    /// All evaluations.
+    pub fn total(&self) -> u64 {
+        self.startup_md + self.energy_training + self.labels + self.test_labels + self.other
+    }
+}
+
+/// One line of the per-iteration log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AldpIteration {
+    /// Iteration (0: the start-up points).
+    pub iteration: usize,
+    /// CG training points so far.
+    pub train_points: usize,
+    /// CG test points so far.
+    pub test_points: usize,
+    /// Energy evaluations so far.
+    pub evaluations: u64,
+    /// Their breakdown.
+    pub costs: CostBreakdown,
+    /// KL divergence of the ensemble-mean PMF to the reference on the 100 x 100 grid.
+    pub kld: Option<f64>,
+    /// Wall time so far (s), over all sessions of the run.
+    pub wall_s: f64,
+    /// Mean training loss by energy in this iteration's last epoch.
+    pub energy_loss: f64,
+    /// Fraction of this iteration's training samples that were D-alanine.
+    pub d_fraction: f64,
+    /// Mean ESS fraction of the labels (ESS / samples).
+    pub label_ess_fraction: f64,
+    /// Points whose label could not be estimated (every sample invalid); left out of the fit.
+    pub unlabelled: usize,
+    /// Root-mean-square error of the ensemble mean on the test labels (kT, after the best
+    /// constant shift).
+    pub test_rmse_kt: Option<f64>,
+    /// New centres (degrees) found by the search; empty when the run has converged.
+    pub new_centres_deg: Vec<[f64; 2]>,
+    /// Metropolis steps the search took.
+    pub search_steps: u64,
+}
+
+/// Which experiment a state belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlMode {
+    /// The active-learning loop.
+    ActiveLearning,
+    /// Grid conditioning.
+    Grid,
+}
+
+/// Everything a run needs to continue: the flow and its optimiser, the ensemble, the points,
+/// the log and the costs.
+pub struct AldpAlState {
+    /// Experiment.
+    pub mode: AlMode,
+    /// The next iteration to run.
+    pub next_iteration: usize,
+    /// The conditional flow.
+    pub flow: Flow,
+    /// Its optimiser.
+    pub adam: Adam,
+    /// The PMF ensemble.
+    pub ensemble: PmfEnsemble,
+    /// Points (phi, psi in radians) and their roles.
+    pub points: PointSets,
+    /// Per-iteration log.
+    pub log: Vec<AldpIteration>,
+    /// Energy evaluations by purpose.
+    pub costs: CostBreakdown,
+    /// Wall time of earlier sessions plus this one's up to the last step (s).
+    pub wall_s: f64,
+    /// e(minimum-energy structure) = u - ln|det dx/dz| there: the origin of the energy cut.
+    pub reference_energy: f64,
+    /// True once the search found no uncertain point (or the grid run is done).
+    pub converged: bool,
+}
+
+/// CG points of a run (radians).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PointSets {
+    /// All training points, oldest first.
+    pub train: Vec<[f64; 2]>,
+    /// All test points.
+    pub test: Vec<[f64; 2]>,
+    /// How many of the last training points are the newest (trained on in full).
+    pub newest: usize,
+    /// How many of the last test points are the newest.
+    pub newest_test: usize,
+    /// The latest free-energy label of every training point (kT; None: not labelled yet, or
+    /// every sample was invalid).
+    pub train_labels: Vec<Option<f64>>,
+    /// The latest label of every test point.
+    pub test_labels: Vec<Option<f64>>,
+    /// The centres picked by the last search (chain starts of the next one).
+    pub last_centres: Vec<[f64; 2]>,
+}
+
+/// Progress of a long step, for progress bars.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlEvent {
+    /// A phase starts with `total` units of work.
+    Phase {
+        /// What runs.
+        name: &'static str,
+        /// Units of work.
+        total: u64,
+    },
+    /// `units` of the current phase are done.
+    Advance(u64),
+    /// An iteration ended.
+    Iteration(AldpIteration),
+}
+
+/// The experiment: settings, OpenMM system and the reference to measure against.
+pub struct AldpAl {
+    config: AldpAlConfig,
+    system: System,
+    platform: Platform,
+    molecule: ConditionalMolecule,
+    target: Arc<ConditionalMolecularTarget>,
+    reference_structure_nm: Vec<f64>,
+    reference_probabilities: Option<Vec<f64>>,
+}
+
+fn deg(p: [f64; 2]) -> [f64; 2] {
+    [p[0].to_degrees(), p[1].to_degrees()]
+}
+
+fn flat(points: &[[f64; 2]]) -> Vec<f64> {
+    points.iter().flat_map(|p| p.iter().copied()).collect()
+}
+
+/// Centres of the `bins` x `bins` grid over [-pi, pi)^2, [phi bin][psi bin] order.
+pub fn grid_centres(bins: usize) -> Vec<[f64; 2]> {
+    let h = 2.0 * PI / bins as f64;
+    let c = |i: usize| -PI + (i as f64 + 0.5) * h;
+    (0..bins).flat_map(|i| (0..bins).map(move |j| [c(i), c(j)])).collect()
+}
+
+impl AldpAl {
+    /// Sets up the experiment on `system` (the ALDP System, 22 atoms) with energies on
+    /// `platform`. `reference_structure_nm` is the normalisation centre (the minimum-energy
+    /// structure) and the start of the MD; `reference_probabilities` (100 x 100, [phi][psi]) is
+    /// what the KLD is measured against.
+    pub fn new(
+        config: AldpAlConfig,
+        system: &System,
+        platform: &Platform,
+        reference_structure_nm: &[f64],
+        reference_probabilities: Option<Vec<f64>>,
+    ) -> Result<Self> {
+        config.validate()?;
+        if system.num_particles() != crate::coords::aldp::N_ATOMS {
+            return Err(Error::invalid(format!(
+                "the system has {} particles; alanine dipeptide has 22",
+                system.num_particles()
+            )));
+        }
+        if let Some(p) = &reference_probabilities {
+            if p.len() != 100 * 100 {
+                return Err(Error::invalid(format!("reference probabilities: expected 100 x 100, got {}", p.len())));
+            }
+        }
+        let molecule = ConditionalMolecule::aldp(reference_structure_nm)?;
+        let energy = OpenMmEnergy::new(system, platform, &OpenMmEnergyConfig::default())?;
+        let target = Arc::new(ConditionalMolecularTarget::new(molecule.clone(), Box::new(energy))?);
+        Ok(Self {
+            config,
+            system: system.clone(),
+            platform: platform.clone(),
+            molecule,
+            target,
+            reference_structure_nm: reference_structure_nm.to_vec(),
+            reference_probabilities,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AldpAlConfig {
+        &self.config
+    }
+
+    /// The molecule (flow space).
+    pub fn molecule(&self) -> &ConditionalMolecule {
+        &self.molecule
+    }
+
+    /// The training target (energies through OpenMM).
+    pub fn target(&self) -> &Arc<ConditionalMolecularTarget> {
+        &self.target
+    }
+
+    /// A fresh flow, optimiser and ensemble of this experiment (also the shapes a saved state is
+    /// loaded into).
+    pub fn fresh_models(&self) -> Result<(Flow, Adam, PmfEnsemble)> {
+        let flow = Flow::new(&self.config.flow_spec(&self.molecule), &Device::Cpu)?;
+        let adam = self.adam_for(&flow);
+        let ensemble = PmfEnsemble::new(
+            CgFeatures::Angles { count: 2 },
+            EnsembleConfig { seed: self.config.seed, ..self.config.ensemble.clone() },
+            &Device::Cpu,
+        )?;
+        Ok((flow, adam, ensemble))
+    }
+
+    fn adam_for(&self, flow: &Flow) -> Adam {
+        Adam::new(
+            flow.params(),
+            AdamConfig { max_grad_norm: Some(self.config.energy_training.max_grad_norm), ..AdamConfig::default() },
+        )
+    }
+
+    fn rng(&self, stage: u64) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+        rng.set_stream(stage);
+        rng
+    }
+
+    fn context(&self, flow: &Flow, cg: &[f64]) -> Result<Tensor> {
+        let n = cg.len() / 2;
+        Ok(Tensor::from_vec(self.molecule.context(cg), (n, 4), &Device::Cpu)?.to_dtype(flow.dtype())?)
+    }
+
+    /// Start-up MD from the minimum-energy structure and training by example on its frames;
+    /// the first CG points are evenly spaced frames of that run (`mode` Grid: the grid instead).
+    pub fn start(&self, mode: AlMode, progress: &mut dyn FnMut(AlEvent)) -> Result<AldpAlState> {
+        let clock = Instant::now();
+        let config = &self.config;
+        let (flow, mut adam, ensemble) = self.fresh_models()?;
+        let mut costs = CostBreakdown::default();
+
+        // Start-up MD; one OpenMM thread per Context keeps it reproducible on the CPU platform.
+        let md = &config.startup_md;
+        let mut platform = self.platform.clone();
+        if platform.name() == "CPU" && !platform.has_property("Threads") {
+            platform = platform.with_property("Threads", "1");
+        }
+        let walker_config = WalkerConfig {
+            walkers: md.walkers,
+            seed: (config.seed % (i32::MAX as u64)) as i32 + 1,
+            ..WalkerConfig::default()
+        };
+        let mut walkers =
+            Walkers::new(&self.system, &platform, &walker_config, &self.reference_structure_nm, |_| vec![])?;
+        let frames = md.steps / md.record_every;
+        progress(AlEvent::Phase { name: "start-up MD (frames)", total: frames });
+        let mut positions = Vec::new();
+        for _ in 0..frames {
+            walkers.step(md.record_every)?;
+            positions.extend(walkers.positions()?);
+            progress(AlEvent::Advance(1));
+        }
+        costs.startup_md = walkers.evaluations();
+        let (fine, cg, _) = self.molecule.from_cartesian(&positions)?;
+        let valid = self.molecule.valid(&positions)?;
+        let n_frames = valid.len();
+        let keep: Vec<usize> = (0..n_frames).filter(|&i| valid[i]).collect();
+        if keep.len() < 2 {
+            return Err(Error::invalid("the start-up MD produced fewer than two valid frames"));
+        }
+
+        // Training by example.
+        let f = self.molecule.fine_dims();
+        let mut rng = self.rng(1);
+        let ex = &config.example_training;
+        progress(AlEvent::Phase { name: "training by example (steps)", total: ex.steps as u64 });
+        for _ in 0..ex.steps {
+            let rows: Vec<usize> = (0..ex.batch).map(|_| keep[rng.gen_range(0..keep.len())]).collect();
+            let x: Vec<f64> = rows.iter().flat_map(|&i| fine[i * f..(i + 1) * f].iter().copied()).collect();
+            let c: Vec<f64> = rows.iter().flat_map(|&i| [cg[2 * i], cg[2 * i + 1]]).collect();
+            let x = Tensor::from_vec(x, (rows.len(), f), &Device::Cpu)?.to_dtype(flow.dtype())?;
+            let (loss, _) = ml_loss(&flow, &x, Some(&self.context(&flow, &c)?))?;
+            adam.step(flow.params(), &loss.backward()?, ex.lr)?;
+            progress(AlEvent::Advance(1));
+        }
+        // A fresh optimiser for training by energy (its moments would otherwise carry the
+        // scale of the likelihood gradients).
+        let adam = self.adam_for(&flow);
+
+        let mut points = PointSets::default();
+        match mode {
+            AlMode::ActiveLearning => {
+                let step = (keep.len() as f64 / config.start_points as f64).max(1.0);
+                let mut start: Vec<[f64; 2]> = (0..config.start_points.min(keep.len()))
+                    .map(|k| {
+                        let i = keep[(k as f64 * step) as usize];
+                        [cg[2 * i], cg[2 * i + 1]]
+                    })
+                    .collect();
+                start.shuffle(&mut rng);
+                let n_test = (config.test_fraction * start.len() as f64).round() as usize;
+                points.test = start.split_off(start.len() - n_test);
+                points.newest = start.len();
+                points.newest_test = points.test.len();
+                points.train = start;
+            }
+            AlMode::Grid => {
+                points.train = grid_centres(config.grid.points_per_angle);
+                points.newest = points.train.len();
+            }
+        }
+
+        // The energy origin of the loss regulariser: the minimum-energy structure.
+        let (fine_min, cg_min, _) = self.molecule.from_cartesian(&self.reference_structure_nm)?;
+        let before = self.target.evaluations();
+        let (e_min, _) = self.target.energies_and_gradients(&fine_min, Some(&cg_min))?;
+        costs.other += self.target.evaluations() - before;
+        Ok(AldpAlState {
+            mode,
+            next_iteration: 0,
+            flow,
+            adam,
+            ensemble,
+            points,
+            log: vec![],
+            costs,
+            wall_s: clock.elapsed().as_secs_f64(),
+            reference_energy: e_min[0],
+            converged: false,
+        })
+    }
+
+    /// One iteration: training by energy, labels, ensemble fit, KLD, and (active learning) the
+    /// search for new points. Sets `state.converged` when the search finds none, when
+    /// `max_iterations` is reached, or after the one grid iteration.
+    pub fn iterate(&self, state: &mut AldpAlState, progress: &mut dyn FnMut(AlEvent)) -> Result<AldpIteration> {
+        if state.converged {
+            return Err(Error::invalid("the run has already finished"));
+        }
+        let clock = Instant::now();
+        let config = &self.config;
+        let iteration = state.next_iteration;
+        let mut rng = self.rng(1000 + iteration as u64);
+
+        // Training by energy on the newest points plus a fraction of the older ones.
+        let pool =
+            Self::newest_and_some_older(state.points.train.len(), state.points.newest, config.old_fraction, &mut rng);
+        let pool_points: Vec<[f64; 2]> = pool.iter().map(|&i| state.points.train[i]).collect();
+        let epochs = match state.mode {
+            AlMode::ActiveLearning => config.energy_training.epochs,
+            AlMode::Grid => config.grid.epochs,
+        };
+        let (energy_loss, d_fraction) = self.train_by_energy(state, &pool_points, epochs, &mut rng, progress)?;
+
+        // Fresh labels where the flow was just trained (the pool) and for the newest and a
+        // fraction of the older test points; the other points keep their latest labels.
+        let points = &mut state.points;
+        points.train_labels.resize(points.train.len(), None);
+        points.test_labels.resize(points.test.len(), None);
+        let before = self.target.evaluations();
+        let fresh = self.labels(&state.flow, &pool_points, &mut rng, "labels (points)", progress)?;
+        state.costs.labels += self.target.evaluations() - before;
+        let test_pool =
+            Self::newest_and_some_older(points.test.len(), points.newest_test, config.old_fraction, &mut rng);
+        let test_pool_points: Vec<[f64; 2]> = test_pool.iter().map(|&i| points.test[i]).collect();
+        let before = self.target.evaluations();
+        let fresh_test = self.labels(&state.flow, &test_pool_points, &mut rng, "test labels (points)", progress)?;
+        state.costs.test_labels += self.target.evaluations() - before;
+        for (&i, label) in pool.iter().zip(&fresh) {
+            points.train_labels[i] = label.map(|(f, _)| f);
+        }
+        for (&i, label) in test_pool.iter().zip(&fresh_test) {
+            points.test_labels[i] = label.map(|(f, _)| f);
+        }
+
+        // Ensemble fit on the labelled training points (centred: a PMF is defined up to a
+        // constant, and the networks should fit its shape).
+        let labelled: Vec<(usize, f64)> =
+            points.train_labels.iter().enumerate().filter_map(|(i, l)| l.map(|f| (i, f))).collect();
+        if labelled.is_empty() {
+            return Err(Error::invalid("no training point could be labelled: every flow sample was invalid"));
+        }
+        let unlabelled = points.train_labels.len() - labelled.len();
+        let offset = labelled.iter().map(|(_, l)| l).sum::<f64>() / labelled.len() as f64;
+        let fit_points: Vec<f64> = labelled.iter().flat_map(|&(i, _)| points.train[i]).collect();
+        let fit_labels: Vec<f64> = labelled.iter().map(|(_, l)| l - offset).collect();
+        progress(AlEvent::Phase { name: "PMF ensemble fit", total: 1 });
+        state.ensemble.fit(&fit_points, &fit_labels)?;
+        progress(AlEvent::Advance(1));
+        let ess: Vec<f64> = fresh.iter().flatten().map(|(_, e)| *e).collect();
+        let label_ess_fraction = ess.iter().sum::<f64>() / ess.len().max(1) as f64 / config.labels.samples as f64;
+
+        let test_rmse_kt = self.test_rmse(&state.ensemble, &state.points.test, &state.points.test_labels)?;
+        let kld = match &self.reference_probabilities {
+            Some(p) => {
+                let (mean, _) = state.ensemble.predict(&flat(&grid_centres(100)))?;
+                Some(kl_to_free_energy(p, &mean)?)
+            }
+            None => None,
+        };
+
+        // Search for uncertain points (active learning only).
+        let mut picked: Vec<[f64; 2]> = vec![];
+        let mut search_steps = 0;
+        if state.mode == AlMode::ActiveLearning && iteration + 1 < config.max_iterations {
+            let s = &config.search;
+            let mut starts: Vec<Vec<f64>> = vec![vec![s.start_deg[0].to_radians(), s.start_deg[1].to_radians()]];
+            starts.extend(state.points.last_centres.iter().map(|p| p.to_vec()));
+            let starts: Vec<Vec<f64>> = (0..s.chains).map(|i| starts[i % starts.len()].clone()).collect();
+            let search = SearchConfig {
+                step: s.step_rad,
+                threshold_kt: s.threshold_kt,
+                wanted: s.candidates,
+                max_steps: s.max_steps,
+                seed: rng.gen(),
+            };
+            progress(AlEvent::Phase { name: "uncertainty search", total: 1 });
+            let ensemble = &state.ensemble;
+            let mut model = |p: &[f64]| ensemble.predict(p);
+            let domain = CgDomain::Torus { dims: 2 };
+            let found = uncertainty_search(&domain, &starts, &search, &mut model)?;
+            search_steps = found.steps;
+            let existing: Vec<Vec<f64>> = state.points.train.iter().map(|p| p.to_vec()).collect();
+            picked = farthest_point_selection(&domain, &found.found, &existing, s.new_points)
+                .into_iter()
+                .map(|p| [p[0], p[1]])
+                .collect();
+            progress(AlEvent::Advance(1));
+            if !picked.is_empty() {
+                let centres: Vec<Vec<f64>> = picked.iter().map(|p| p.to_vec()).collect();
+                let mut new: Vec<[f64; 2]> = spread_points(&domain, &centres, s.spread, s.spread_radius_rad, &mut rng)?
+                    .into_iter()
+                    .map(|p| [p[0], p[1]])
+                    .collect();
+                new.shuffle(&mut rng);
+                let n_test = (config.test_fraction * new.len() as f64).round() as usize;
+                state.points.test.extend(new.split_off(new.len() - n_test));
+                state.points.newest_test = n_test;
+                state.points.newest = new.len();
+                state.points.train.extend(new);
+            }
+        }
+        state.points.last_centres = picked.clone();
+        state.converged = picked.is_empty();
+        state.next_iteration += 1;
+        state.wall_s += clock.elapsed().as_secs_f64();
+        let entry = AldpIteration {
+            iteration,
+            train_points: state.points.train.len(),
+            test_points: state.points.test.len(),
+            evaluations: state.costs.total(),
+            costs: state.costs,
+            kld,
+            wall_s: state.wall_s,
+            energy_loss,
+            d_fraction,
+            label_ess_fraction,
+            unlabelled,
+            test_rmse_kt,
+            new_centres_deg: picked.iter().map(|&p| deg(p)).collect(),
+            search_steps,
+        };
+        state.log.push(entry.clone());
+        progress(AlEvent::Iteration(entry.clone()));
+        Ok(entry)
+    }
+
+    /// Indices of the `newest` last of `n` points plus a random `fraction` of the others.
+    fn newest_and_some_older(n: usize, newest: usize, fraction: f64, rng: &mut ChaCha8Rng) -> Vec<usize> {
+        let first_new = n - newest.min(n);
+        let mut pool: Vec<usize> = (first_new..n).collect();
+        let mut old: Vec<usize> = (0..first_new).collect();
+        old.shuffle(rng);
+        pool.extend(old.iter().take((fraction * first_new as f64).ceil() as usize));
+        pool
+    }
+
+    /// Epochs of conditional reverse-KL training at `pool`; returns the last epoch's mean loss
+    /// and the fraction of D-alanine samples.
+    fn train_by_energy(
+        &self,
+        state: &mut AldpAlState,
+        pool: &[[f64; 2]],
+        epochs: usize,
+        rng: &mut ChaCha8Rng,
+        progress: &mut dyn FnMut(AlEvent),
+    ) -> Result<(f64, f64)> {
+        let et = &self.config.energy_training;
+        let rows_per_epoch = pool.len() * et.samples_per_point;
+        let steps_per_epoch = rows_per_epoch.div_ceil(et.batch);
+        progress(AlEvent::Phase { name: "training by energy (steps)", total: (epochs * steps_per_epoch) as u64 });
+        let loss_config = EnergyLossConfig {
+            drop_top_k: et.drop_top_k,
+            regularize_above: et.regularize_above_kt.map(|c| state.reference_energy + c),
+        };
+        let dyn_target: Arc<dyn TargetEnergy> = self.target.clone();
+        let (before, rejected_before) = (self.target.evaluations(), self.target.rejected());
+        let mut last_epoch_loss = 0.0;
+        for _ in 0..epochs {
+            let mut rows: Vec<usize> = (0..rows_per_epoch).map(|r| r % pool.len()).collect();
+            rows.shuffle(rng);
+            let mut sum = 0.0;
+            for batch in rows.chunks(et.batch) {
+                let cg: Vec<f64> = batch.iter().flat_map(|&i| pool[i]).collect();
+                let context = self.context(&state.flow, &cg)?;
+                let (loss, report) = kl_loss(
+                    &state.flow,
+                    dyn_target.clone(),
+                    batch.len(),
+                    Some(&context),
+                    Some(&cg),
+                    &loss_config,
+                    rng,
+                )?;
+                state.adam.step(state.flow.params(), &loss.backward()?, et.lr)?;
+                sum += report.loss * batch.len() as f64;
+                progress(AlEvent::Advance(1));
+            }
+            last_epoch_loss = sum / rows_per_epoch as f64;
+        }
+        let evaluated = self.target.evaluations() - before;
+        let rejected = self.target.rejected() - rejected_before;
+        state.costs.energy_training += evaluated;
+        let d_fraction = rejected as f64 / (evaluated + rejected).max(1) as f64;
+        Ok((last_epoch_loss, d_fraction))
+    }
+
+    /// Importance-sampled free energy and ESS of each point (None where every sample was invalid).
+    fn labels(
+        &self,
+        flow: &Flow,
+        points: &[[f64; 2]],
+        rng: &mut ChaCha8Rng,
+        phase: &'static str,
+        progress: &mut dyn FnMut(AlEvent),
+    ) -> Result<Vec<Option<(f64, f64)>>> {
+        let m = self.config.labels.samples;
+        let per_chunk = (2048 / m).max(1);
+        progress(AlEvent::Phase { name: phase, total: points.len() as u64 });
+        let mut out = Vec::with_capacity(points.len());
+        for chunk in points.chunks(per_chunk) {
+            let cg: Vec<f64> = chunk.iter().flat_map(|p| std::iter::repeat(*p).take(m)).flatten().collect();
+            let (x, log_q) = flow.sample(cg.len() / 2, Some(&self.context(flow, &cg)?), rng)?;
+            let x: Vec<f64> = x.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1()?;
+            let log_q: Vec<f64> = log_q.to_dtype(candle_core::DType::F64)?.to_vec1()?;
+            let log_p = self.target.log_density(&x, &cg)?;
+            for j in 0..chunk.len() {
+                let range = j * m..(j + 1) * m;
+                let label = importance_free_energy(&log_p[range.clone()], &log_q[range], self.config.labels.clip_top_k)
+                    .ok()
+                    .filter(|l| l.free_energy_kt.is_finite())
+                    .map(|l| (l.free_energy_kt, l.ess));
+                out.push(label);
+            }
+            progress(AlEvent::Advance(chunk.len() as u64));
+        }
+        Ok(out)
+    }
+
+    fn test_rmse(&self, ensemble: &PmfEnsemble, test: &[[f64; 2]], labels: &[Option<f64>]) -> Result<Option<f64>> {
+        let pairs: Vec<([f64; 2], f64)> = test.iter().zip(labels).filter_map(|(p, l)| l.map(|f| (*p, f))).collect();
+        if pairs.is_empty() {
+            return Ok(None);
+        }
+        let points: Vec<f64> = pairs.iter().flat_map(|(p, _)| *p).collect();
+        let (mean, _) = ensemble.predict(&points)?;
+        let diff: Vec<f64> = mean.iter().zip(&pairs).map(|(m, (_, l))| m - l).collect();
+        let shift = diff.iter().sum::<f64>() / diff.len() as f64;
+        Ok(Some((diff.iter().map(|d| (d - shift).powi(2)).sum::<f64>() / diff.len() as f64).sqrt()))
+    }
+
+    /// The ensemble-mean PMF (kT, minimum 0) and std on the `bins` x `bins` grid.
+    pub fn pmf_grid(&self, ensemble: &PmfEnsemble, bins: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+        let (mut mean, std) = ensemble.predict(&flat(&grid_centres(bins)))?;
+        let min = mean.iter().copied().fold(f64::INFINITY, f64::min);
+        mean.iter_mut().for_each(|v| *v -= min);
+        Ok((mean, std))
+    }
+}

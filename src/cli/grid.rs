@@ -1,0 +1,13 @@
+//! `cgflow grid`: the grid-conditioning control experiment (BRIEF section 5): the conditional flow
+//! trained by energy on a uniform (phi, psi) grid, labels and the PMF ensemble, no search. Same
+//! settings file, outputs and resume as `cgflow al`.
+
+use anyhow::Result;
+use cgflow::al::aldp::AlMode;
+
+pub use super::al::AlArgs as GridArgs;
+
+/// Runs `cgflow grid`.
+pub fn run(args: GridArgs) -> Result<()> {
+    super::al::run(args, AlMode::Grid)
+}

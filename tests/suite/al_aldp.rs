@@ -1,0 +1,104 @@
+//! Alanine-dipeptide active learning: settings files, and a killed-and-resumed run that ends
+//! exactly where an uninterrupted one does.
+
+use cgflow::al::aldp::{AlMode, AldpAl, AldpAlConfig};
+use cgflow::io::al_checkpoint::{load_al_state, save_al_state};
+use cgflow::openmm::{Platform, System};
+
+use crate::util::{aldp as aldp_file, min_energy_positions, root};
+
+fn experiment(config: AldpAlConfig) -> AldpAl {
+    let system = System::from_xml_file(&aldp_file("aldp_obc1.xml")).expect("system");
+    let reference = cgflow::io::npy::read_npy(&root().join("data/reference/aldp_umbrella/reference_probabilities.npy"))
+        .expect("reference")
+        .data;
+    AldpAl::new(config, &system, &Platform::new("CPU").expect("platform"), &min_energy_positions(), Some(reference))
+        .expect("experiment")
+}
+
+#[test]
+fn shipped_settings_files_are_the_presets_and_unknown_fields_are_named() {
+    for (file, preset) in
+        [("configs/aldp_fast.json", AldpAlConfig::fast()), ("configs/aldp_reference.json", AldpAlConfig::reference())]
+    {
+        let text = std::fs::read_to_string(root().join(file)).expect("settings file");
+        let parsed: AldpAlConfig = serde_json::from_str(&text).expect("parses");
+        assert_eq!(parsed, preset, "{file}");
+        parsed.validate().expect("valid");
+    }
+    let mut value = serde_json::to_value(AldpAlConfig::fast()).expect("json");
+    value["energy_training"]["learning_rate"] = serde_json::json!(1e-3);
+    let err = serde_json::from_value::<AldpAlConfig>(value).unwrap_err().to_string();
+    assert!(err.contains("unknown field `learning_rate`"), "{err}");
+    let bad = AldpAlConfig { test_fraction: 1.5, ..AldpAlConfig::tiny() };
+    assert!(bad.validate().unwrap_err().to_string().contains("test_fraction"));
+}
+
+/// Equal JSON values, numbers within 1e-9 relative (integers exactly).
+fn assert_close(a: &serde_json::Value, b: &serde_json::Value, path: &str) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-300), "{path}: {x} vs {y}");
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{path}: lengths");
+            x.iter().zip(y).enumerate().for_each(|(i, (x, y))| assert_close(x, y, &format!("{path}[{i}]")));
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(x.len(), y.len(), "{path}: keys");
+            x.iter().for_each(|(k, v)| assert_close(v, &y[k], &format!("{path}.{k}")));
+        }
+        _ => assert_eq!(a, b, "{path}"),
+    }
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let al = experiment(AldpAlConfig::tiny());
+    let mut quiet = |_| {};
+    // Uninterrupted: start and two iterations.
+    let mut state = al.start(AlMode::ActiveLearning, &mut quiet).expect("start");
+    let start_points = state.points.clone();
+    al.iterate(&mut state, &mut quiet).expect("iteration 0");
+    al.iterate(&mut state, &mut quiet).expect("iteration 1");
+    assert!(state.converged);
+
+    // Killed after every step and resumed from the checkpoint, with a fresh experiment (a new
+    // process would build a new one).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = experiment(AldpAlConfig::tiny());
+    let mut resumed = first.start(AlMode::ActiveLearning, &mut quiet).expect("start");
+    assert_eq!(resumed.points, start_points, "start-up MD and point selection are reproducible");
+    save_al_state(dir.path(), first.config(), &resumed).expect("save");
+    for _ in 0..2 {
+        let again = experiment(AldpAlConfig::tiny());
+        resumed = load_al_state(dir.path(), &again).expect("load");
+        again.iterate(&mut resumed, &mut quiet).expect("iterate");
+        save_al_state(dir.path(), again.config(), &resumed).expect("save");
+    }
+    assert!(resumed.converged);
+    let strip = |log: &[cgflow::al::aldp::AldpIteration]| {
+        log.iter().map(|e| cgflow::al::aldp::AldpIteration { wall_s: 0.0, ..e.clone() }).collect::<Vec<_>>()
+    };
+    // OpenMM's CPU kernels may sum in another order in a fresh Context, so energies (and what
+    // follows from them) agree to rounding, not bit for bit; counts and points agree exactly.
+    let (a, b) = (serde_json::to_value(strip(&resumed.log)).unwrap(), serde_json::to_value(strip(&state.log)).unwrap());
+    assert_close(&a, &b, "log");
+    assert_eq!(resumed.points, state.points);
+    let (pmf_a, _) = al.pmf_grid(&state.ensemble, 20).expect("pmf");
+    let (pmf_b, _) = al.pmf_grid(&resumed.ensemble, 20).expect("pmf");
+    assert!(pmf_a.iter().zip(&pmf_b).all(|(x, y)| (x - y).abs() < 1e-8), "PMFs differ");
+    // Every evaluation is accounted for, by purpose.
+    let last = state.log.last().expect("log");
+    let c = last.costs;
+    assert_eq!(c.startup_md, 2000);
+    assert_eq!(last.evaluations, c.startup_md + c.energy_training + c.labels + c.test_labels + c.other);
+    assert!(last.kld.expect("kld").is_finite());
+
+    // A checkpoint refuses other settings.
+    let other = experiment(AldpAlConfig { seed: 2, ..AldpAlConfig::tiny() });
+    let err = load_al_state(dir.path(), &other).err().expect("refused").to_string();
+    assert!(err.contains("first difference: `seed`"), "{err}");
+}

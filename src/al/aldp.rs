@@ -108,6 +108,14 @@ pub struct LabelConfig {
     pub samples: usize,
     /// Largest weights clipped per point (to the next largest).
     pub clip_top_k: usize,
+    /// Relabel every training point in every iteration (true), or only the points of the
+    /// iteration's training pool, the others keeping labels from earlier, worse flows (false:
+    /// cheaper). Test points are labelled once, when added.
+    pub refresh_all: bool,
+    /// Combine each new estimate of a point with its earlier ones, weighting the estimates of
+    /// Z = exp(-F) by their effective sample sizes (true), or keep only the newest (false).
+    /// Estimates from early, poor flows have small ESS and so little weight.
+    pub accumulate: bool,
 }
 
 /// The uncertainty search and how new points are added.
@@ -206,7 +214,7 @@ impl AldpAlConfig {
                 max_grad_norm: 1000.0,
                 regularize_above_kt: Some(1000.0),
             },
-            labels: LabelConfig { samples: 100, clip_top_k: 3 },
+            labels: LabelConfig { samples: 100, clip_top_k: 3, refresh_all: true, accumulate: false },
             ensemble: EnsembleConfig::reference(),
             search: AldpSearchConfig {
                 chains: 200,
@@ -232,7 +240,6 @@ impl AldpAlConfig {
     pub fn fast() -> Self {
         let reference = Self::reference();
         Self {
-            startup_md: StartupMdConfig { walkers: 1, steps: 20_000, record_every: 10 },
             start_points: 400,
             flow: ConditionalFlowConfig { layers: 8, hidden: 128, precision: Precision::Mixed, ..reference.flow },
             example_training: ExampleTrainingConfig { steps: 600, batch: 128, lr: 1e-3 },
@@ -245,17 +252,17 @@ impl AldpAlConfig {
                 max_grad_norm: 100.0,
                 regularize_above_kt: Some(300.0),
             },
-            labels: LabelConfig { samples: 64, clip_top_k: 3 },
+            labels: LabelConfig { samples: 48, clip_top_k: 3, refresh_all: false, accumulate: true },
             ensemble: EnsembleConfig { epochs: 300, hidden: vec![128, 64, 32], ..EnsembleConfig::fast() },
             search: AldpSearchConfig {
-                threshold_kt: 0.3,
+                threshold_kt: 0.5,
                 candidates: 30,
                 new_points: 10,
-                spread: 40,
+                spread: 20,
                 max_steps: 200_000,
                 ..reference.search
             },
-            max_iterations: 10,
+            max_iterations: 12,
             grid: GridConfig { points_per_angle: 40, epochs: 8 },
             ..reference
         }
@@ -275,7 +282,7 @@ impl AldpAlConfig {
                 batch: 64,
                 ..fast.energy_training
             },
-            labels: LabelConfig { samples: 16, clip_top_k: 2 },
+            labels: LabelConfig { samples: 16, clip_top_k: 2, refresh_all: true, accumulate: false },
             ensemble: EnsembleConfig { members: 3, hidden: vec![16, 8], epochs: 50, ..EnsembleConfig::fast() },
             search: AldpSearchConfig {
                 chains: 20,
@@ -457,6 +464,8 @@ pub struct PointSets {
     pub train_labels: Vec<Option<f64>>,
     /// The latest label of every test point.
     pub test_labels: Vec<Option<f64>>,
+    /// Summed effective sample sizes behind each training label (with `accumulate`).
+    pub train_label_ess: Vec<f64>,
     /// The centres picked by the last search (chain starts of the next one).
     pub last_centres: Vec<[f64; 2]>,
 }
@@ -708,22 +717,42 @@ impl AldpAl {
         };
         let (energy_loss, d_fraction) = self.train_by_energy(state, &pool_points, epochs, &mut rng, progress)?;
 
-        // Fresh labels where the flow was just trained (the pool) and for the newest and a
-        // fraction of the older test points; the other points keep their latest labels.
+        // Labels of every training point (or of the pool only, see `LabelConfig::refresh_all`)
+        // with the current flow, and of the newest test points.
+        let n_train = state.points.train.len();
+        let to_label: Vec<usize> = if config.labels.refresh_all { (0..n_train).collect() } else { pool };
+        let label_points: Vec<[f64; 2]> = to_label.iter().map(|&i| state.points.train[i]).collect();
         let points = &mut state.points;
         points.train_labels.resize(points.train.len(), None);
+        points.train_label_ess.resize(points.train.len(), 0.0);
         points.test_labels.resize(points.test.len(), None);
         let before = self.target.evaluations();
-        let fresh = self.labels(&state.flow, &pool_points, &mut rng, "labels (points)", progress)?;
+        let fresh = self.labels(&state.flow, &label_points, &mut rng, "labels (points)", progress)?;
         state.costs.labels += self.target.evaluations() - before;
-        let test_pool =
-            Self::newest_and_some_older(points.test.len(), points.newest_test, config.old_fraction, &mut rng);
+        let n_test = points.test.len();
+        let test_pool: Vec<usize> = (n_test - points.newest_test.min(n_test)..n_test).collect();
         let test_pool_points: Vec<[f64; 2]> = test_pool.iter().map(|&i| points.test[i]).collect();
         let before = self.target.evaluations();
         let fresh_test = self.labels(&state.flow, &test_pool_points, &mut rng, "test labels (points)", progress)?;
         state.costs.test_labels += self.target.evaluations() - before;
-        for (&i, label) in pool.iter().zip(&fresh) {
-            points.train_labels[i] = label.map(|(f, _)| f);
+        points.newest_test = 0;
+        for (&i, label) in to_label.iter().zip(&fresh) {
+            match (label, points.train_labels[i]) {
+                (Some((f, ess)), Some(old)) if config.labels.accumulate => {
+                    let w_old = points.train_label_ess[i];
+                    let total = w_old + ess;
+                    // -ln((w_old e^-old + ess e^-f) / total), in log space.
+                    let m = (-old).max(-f);
+                    let z = (w_old * (-old - m).exp() + ess * (-f - m).exp()) / total;
+                    points.train_labels[i] = Some(-(m + z.ln()));
+                    points.train_label_ess[i] = total;
+                }
+                (Some((f, ess)), _) => {
+                    points.train_labels[i] = Some(*f);
+                    points.train_label_ess[i] = *ess;
+                }
+                (None, _) => {}
+            }
         }
         for (&i, label) in test_pool.iter().zip(&fresh_test) {
             points.test_labels[i] = label.map(|(f, _)| f);

@@ -149,9 +149,10 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
         let mut bars = Bars::default();
         let entry = al.iterate(&mut state, &mut |e| bars.event(e))?;
         bars.finish();
+        // PNGs first: a kill before the checkpoint reruns the iteration and redraws them.
+        write_pngs(&al, &state, &out, entry.iteration)?;
         save_al_state(&out, &config, &state)?;
         append_log(&out, &entry)?;
-        write_pngs(&al, &state, &out, entry.iteration)?;
         print_iteration(&entry);
         done_here += 1;
     }

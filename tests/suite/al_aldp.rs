@@ -102,3 +102,98 @@ fn resumed_run_equals_uninterrupted_run() {
     let err = load_al_state(dir.path(), &other).err().expect("refused").to_string();
     assert!(err.contains("first difference: `seed`"), "{err}");
 }
+
+fn cgflow_al(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cgflow"))
+        .current_dir(root())
+        .args(["al", "--preset", "tiny"])
+        .args(args)
+        .output()
+        .expect("run cgflow")
+}
+
+fn log_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("log.jsonl"))
+        .expect("log")
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            v["wall_s"] = serde_json::json!(0.0);
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn cli_run_killed_at_any_moment_and_resumed_ends_like_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let whole = dir.path().join("whole");
+    let output = cgflow_al(&["--out", whole.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for file in ["config.json", "log.jsonl", "pmf_iter00.png", "std_iter01.png", "pmf_kt.npy", "summary.json"] {
+        assert!(whole.join(file).exists(), "{file} missing");
+    }
+    let expected = log_lines(&whole);
+    assert_eq!(expected.len(), 2);
+
+    // Kill a second run at several moments, resuming each time, until it finishes.
+    let killed = dir.path().join("killed");
+    let mut kills = 0;
+    for delay_ms in [300u64, 900, 600, 1200, 100_000] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cgflow"));
+        command.current_dir(root()).args(["al", "--preset", "tiny", "--out", killed.to_str().unwrap()]);
+        if killed.join("checkpoint").exists() || killed.join("checkpoint.old").exists() {
+            command.arg("--resume");
+        } else if killed.exists() {
+            std::fs::remove_dir_all(&killed).expect("clean a run killed before its first checkpoint");
+        }
+        let mut child =
+            command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("spawn");
+        let start = std::time::Instant::now();
+        let finished = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if start.elapsed().as_millis() as u64 > delay_ms {
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        match finished {
+            Some(status) => {
+                assert!(status.success());
+                break;
+            }
+            None => {
+                child.kill().expect("kill");
+                child.wait().expect("reap");
+                kills += 1;
+            }
+        }
+    }
+    assert!(killed.join("summary.json").exists(), "the resumed run did not finish ({kills} kills)");
+    let got = log_lines(&killed);
+    assert_close(&serde_json::Value::Array(got), &serde_json::Value::Array(expected), "log");
+}
+
+#[test]
+fn cli_rejects_unknown_fields_missing_checkpoints_and_overwrites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut value = serde_json::to_value(AldpAlConfig::tiny()).expect("json");
+    value["search"]["treshold_kt"] = serde_json::json!(0.3);
+    let file = dir.path().join("bad.json");
+    std::fs::write(&file, value.to_string()).expect("write");
+    let output = cgflow_al(&["--config", file.to_str().unwrap(), "--out", dir.path().join("a").to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("unknown field `treshold_kt`"), "{stderr}");
+
+    let output = cgflow_al(&["--resume", "--out", dir.path().join("none").to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("no checkpoint to resume from"), "{stderr}");
+
+    let output = cgflow_al(&["--out", dir.path().join("b").to_str().unwrap(), "--iterations", "1"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = cgflow_al(&["--out", dir.path().join("b").to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("already holds a run"), "{stderr}");
+}

@@ -5,6 +5,8 @@ mod util;
 
 #[path = "suite/al.rs"]
 mod al;
+#[path = "suite/backmap.rs"]
+mod backmap;
 #[path = "suite/batched.rs"]
 mod batched;
 #[path = "suite/bg.rs"]

@@ -1,5 +1,6 @@
 //! Command-line interface: argument parsing and dispatch. One file per subcommand; no math here.
 
+mod backmap;
 mod bg;
 mod compare;
 mod energy;
@@ -35,6 +36,9 @@ enum Command {
     Compare(compare::CompareArgs),
     /// 2D umbrella sampling of alanine dipeptide's (phi, psi) and WHAM: the reference PMF.
     Umbrella(umbrella::UmbrellaArgs),
+    /// All-atom structures for CG points (phi, psi) from a saved conditional flow, with energies and
+    /// importance weights.
+    Backmap(backmap::BackmapArgs),
     /// Boltzmann generator on a toy system (double well, harmonic box, Müller-Brown) with PNGs.
     Bg(bg::BgArgs),
 }
@@ -49,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Compare(args) => compare::run(args),
         Command::Umbrella(args) => umbrella::run(args),
         Command::Bg(args) => bg::run(args),
+        Command::Backmap(args) => backmap::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,16 +62,6 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// FNV-1a hash of a System's XML: enough to notice output files from another system.
-pub fn fingerprint(text: &str) -> String {
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for b in text.bytes() {
-        hash ^= b as u64;
-        hash = hash.wrapping_mul(0x100000001b3);
-    }
-    format!("{hash:016x}")
 }
 
 /// The walker state stored in a run checkpoint (the "openmm" section and the step counters).

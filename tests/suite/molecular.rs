@@ -79,8 +79,8 @@ fn target_energies_match_openmm_and_gradients_match_finite_differences() {
     let structures = molecule.to_cartesian(&fine, &cg).expect("structures");
     let mut direct = reference_energy();
     let u = direct.evaluate(&Batch::new(&structures.positions_nm[..132], 22).expect("batch")).expect("energy");
-    for i in 0..2 {
-        let expected = u.reduced_energies[i] - structures.log_det_dx_dz[i];
+    for (i, (u, ld)) in u.reduced_energies.iter().zip(&structures.log_det_dx_dz).enumerate() {
+        let expected = u - ld;
         assert!((e[i] - expected).abs() < 1e-9 * expected.abs().max(1.0), "row {i}: {} vs {expected}", e[i]);
     }
     // The D structure carries the finite training penalty (base 100 kT, slope 50 kT per |t_L|).

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod al;
+pub mod backmap;
 pub mod chem;
 pub mod coords;
 pub mod energy;

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use cgflow::al::aldp::{AlEvent, AlMode, AldpAl, AldpAlConfig, AldpAlState, AldpIteration};
 use cgflow::io::al_checkpoint::{has_al_state, load_al_state, save_al_state};
+use cgflow::io::molecule_model::{save_molecule_model, MoleculeModelInfo};
 use cgflow::openmm::{Platform, System};
 use clap::{Args, ValueEnum};
 
@@ -157,6 +158,10 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
         done_here += 1;
     }
     if state.converged {
+        let info = MoleculeModelInfo::aldp(&system, &structure.positions_nm[..66], 300.0)?.with_provenance(
+            serde_json::json!({ "made_by": format!("cgflow {:?}", mode), "run": out, "evaluations": state.costs.total() }),
+        );
+        save_molecule_model(&out.join("model"), &state.flow, &info)?;
         finish(&out, &state)?;
     } else {
         println!("stopped after {done_here} iterations; continue with --resume --out {}", out.display());
@@ -236,7 +241,6 @@ fn write_pngs(al: &AldpAl, state: &AldpAlState, out: &Path, iteration: usize) ->
 }
 
 fn finish(out: &Path, state: &AldpAlState) -> Result<()> {
-    cgflow::io::flow_checkpoint::save_flow(&out.join("model"), &state.flow, None)?;
     let last = state.log.last();
     let summary = serde_json::json!({
         "iterations": state.log.len(),
@@ -250,7 +254,11 @@ fn finish(out: &Path, state: &AldpAlState) -> Result<()> {
     let path = out.join("summary.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    println!("done: {} (model in {}/model)", path.display(), out.display());
+    println!(
+        "done: {} (conditional flow in {}/model, ready for `cgflow backmap --model`)",
+        path.display(),
+        out.display()
+    );
     Ok(())
 }
 

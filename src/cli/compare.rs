@@ -54,7 +54,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     .with_context(|| format!("{} is not valid JSON", description_path.display()))?;
     if let Some(system) = &args.system {
         let xml = std::fs::read_to_string(system).with_context(|| format!("reading {}", system.display()))?;
-        let fingerprint = crate::cli::fingerprint(&xml);
+        let fingerprint = cgflow::io::fingerprint(&xml);
         if description["system_fingerprint"] != serde_json::json!(fingerprint) {
             bail!(
                 "{} was recorded with another system (fingerprint {}, {} has {fingerprint})",

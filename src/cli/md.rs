@@ -134,7 +134,7 @@ pub fn run(args: MdArgs) -> Result<()> {
         ..Default::default()
     };
     let description = serde_json::json!({
-        "system": args.system, "system_fingerprint": crate::cli::fingerprint(&system_xml), "n_atoms": n_atoms,
+        "system": args.system, "system_fingerprint": cgflow::io::fingerprint(&system_xml), "n_atoms": n_atoms,
         "walkers": args.walkers, "cvs": cvs, "steps_per_frame": args.record_every, "step_fs": args.step_fs,
         "temperature_k": args.temperature, "friction_per_ps": args.friction, "seed": args.seed,
         "platform": args.platform, "properties": args.properties, "steps": args.steps,

@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing and dispatch. One file per subcommand; no math here.
 
 mod al;
+mod backmap;
 mod bg;
 mod compare;
 mod energy;
@@ -37,6 +38,9 @@ enum Command {
     Compare(compare::CompareArgs),
     /// 2D umbrella sampling of alanine dipeptide's (phi, psi) and WHAM: the reference PMF.
     Umbrella(umbrella::UmbrellaArgs),
+    /// All-atom structures for CG points (phi, psi) from a saved conditional flow, with energies and
+    /// importance weights.
+    Backmap(backmap::BackmapArgs),
     /// Boltzmann generator on a toy system (double well, harmonic box, Müller-Brown) with PNGs.
     Bg(bg::BgArgs),
     /// Active learning of alanine dipeptide's (phi, psi) PMF with a conditional flow and OpenMM.
@@ -57,6 +61,7 @@ pub fn main() -> ExitCode {
         Command::Bg(args) => bg::run(args),
         Command::Al(args) => al::run(args, cgflow::al::aldp::AlMode::ActiveLearning),
         Command::Grid(args) => grid::run(args),
+        Command::Backmap(args) => backmap::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,16 +70,6 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// FNV-1a hash of a System's XML: enough to notice output files from another system.
-pub fn fingerprint(text: &str) -> String {
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for b in text.bytes() {
-        hash ^= b as u64;
-        hash = hash.wrapping_mul(0x100000001b3);
-    }
-    format!("{hash:016x}")
 }
 
 /// The walker state stored in a run checkpoint (the "openmm" section and the step counters).

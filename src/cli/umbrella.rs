@@ -69,7 +69,7 @@ const TEMPERATURE_K: f64 = 300.0;
 
 fn settings(args: &UmbrellaArgs, system_xml: &str) -> serde_json::Value {
     serde_json::json!({
-        "system_fingerprint": crate::cli::fingerprint(system_xml),
+        "system_fingerprint": cgflow::io::fingerprint(system_xml),
         "windows": args.windows, "k_kj_per_mol_rad2": args.k, "steps": args.steps,
         "equilibrate": args.equilibrate, "record_every": args.record_every, "bins": args.bins,
         "platform": args.platform, "seed": args.seed, "temperature_k": TEMPERATURE_K,

@@ -10,10 +10,12 @@
 //! arrays are taken to be in nanometres.
 
 pub mod al_checkpoint;
+pub mod cg_points;
 pub mod checkpoint;
 pub mod dcd;
 pub mod flow_checkpoint;
 pub mod inpcrd;
+pub mod molecule_model;
 pub mod npy;
 pub mod pdb;
 pub mod plot;
@@ -104,6 +106,32 @@ pub fn read_positions(path: &Path) -> Result<Positions> {
             other => other,
         }),
     }
+}
+
+/// The fingerprint of a serialized OpenMM System: the 64-bit FNV-1a hash of its XML text as 16
+/// lower-case hex digits. Enough to notice output files or models that belong to another system
+/// (it is not a cryptographic hash).
+///
+/// ```
+/// assert_eq!(cgflow::io::fingerprint(""), "cbf29ce484222325");
+/// assert_ne!(cgflow::io::fingerprint("<System/>"), cgflow::io::fingerprint("<System />"));
+/// ```
+pub fn fingerprint(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// The [`fingerprint`] of a System's XML as OpenMM serializes it ([`System::to_xml`]). For a System
+/// read from a file that OpenMM's `XmlSerializer` wrote (such as the shipped
+/// `data/alanine_dipeptide/*.xml`), this equals the fingerprint of the file's text.
+///
+/// [`System::to_xml`]: crate::openmm::System::to_xml
+pub fn system_fingerprint(system: &crate::openmm::System) -> Result<String> {
+    Ok(fingerprint(&system.to_xml()?))
 }
 
 /// Ångström per nanometre (exactly 10.0). Dividing by it, rather than multiplying by

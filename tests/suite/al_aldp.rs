@@ -135,6 +135,20 @@ fn cli_run_killed_at_any_moment_and_resumed_ends_like_an_uninterrupted_one() {
     }
     let expected = log_lines(&whole);
     assert_eq!(expected.len(), 2);
+    // The final model is a molecule model that `cgflow backmap` takes (the tiny flow is barely
+    // trained, hence the loose energy bound).
+    let cg = dir.path().join("cg.txt");
+    std::fs::write(&cg, "-80 150\n-70 -40\n").expect("cg file");
+    let structures = dir.path().join("s.npy");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cgflow"))
+        .current_dir(root())
+        .args(["backmap", "--model", whole.join("model").to_str().unwrap(), "--cg", cg.to_str().unwrap()])
+        .args(["--degrees", "--n", "3", "--max-energy-kt", "1e5", "--out", structures.to_str().unwrap()])
+        .output()
+        .expect("backmap");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let x = cgflow::io::npy::read_npy(&structures).expect("structures");
+    assert_eq!(x.shape, vec![6, 22, 3]);
 
     // Kill a second run at several moments, resuming each time, until it finishes.
     let killed = dir.path().join("killed");

@@ -124,6 +124,8 @@ pub struct LabelConfig {
 pub struct AldpSearchConfig {
     /// Metropolis chains on the ensemble-mean PMF.
     pub chains: usize,
+    /// Where the chains start.
+    pub starts: SearchStarts,
     /// Start of the chains in the first iteration, (phi, psi) in degrees; later iterations also
     /// start from the newest centres.
     pub start_deg: [f64; 2],
@@ -141,6 +143,18 @@ pub struct AldpSearchConfig {
     pub spread: usize,
     /// Half-width of the spread (radians, per angle).
     pub spread_radius_rad: f64,
+}
+
+/// Where the chains of the uncertainty search start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchStarts {
+    /// The reference: `start_deg`, then also the newest centres (the search follows the last
+    /// direction it took).
+    StartAndNewest,
+    /// Training points drawn at random (with `start_deg`): chains reach every part of the
+    /// frontier of the explored region, not only the newest.
+    TrainingPoints,
 }
 
 /// The grid-conditioning control experiment.
@@ -218,6 +232,7 @@ impl AldpAlConfig {
             ensemble: EnsembleConfig::reference(),
             search: AldpSearchConfig {
                 chains: 200,
+                starts: SearchStarts::StartAndNewest,
                 start_deg: [-150.0, 155.0],
                 step_rad: 0.1,
                 threshold_kt: 0.2,
@@ -234,9 +249,13 @@ impl AldpAlConfig {
         }
     }
 
-    /// Settings for a 2-core CPU (about an hour): 10 ps start-up MD, a smaller flow (8 layers of
-    /// 128 hidden units, mixed precision), fewer samples and epochs, 64 samples per label, the
-    /// reference search with threshold 0.3 kT and 6 new centres spread into 60 points each.
+    /// Settings for a 2-core CPU (about ten minutes, under 1e6 energy evaluations): the reference
+    /// 50 ps start-up MD (400 of its frames as start points), a smaller flow (8 layers of 128
+    /// hidden units, mixed precision) trained by energy for 8 epochs of 8 samples per point,
+    /// labels from 48 samples (largest weight clipped) refreshed where the flow was trained and
+    /// combined across iterations by ESS, a smaller ensemble (128, 64, 32), and a search with
+    /// threshold 0.5 kT (the ensemble's own noise at these label sizes is about 0.3 kT) keeping
+    /// 10 centres spread into 20 points each, for up to 16 iterations.
     pub fn fast() -> Self {
         let reference = Self::reference();
         Self {
@@ -252,17 +271,18 @@ impl AldpAlConfig {
                 max_grad_norm: 100.0,
                 regularize_above_kt: Some(300.0),
             },
-            labels: LabelConfig { samples: 48, clip_top_k: 3, refresh_all: false, accumulate: true },
+            labels: LabelConfig { samples: 48, clip_top_k: 1, refresh_all: false, accumulate: true },
             ensemble: EnsembleConfig { epochs: 300, hidden: vec![128, 64, 32], ..EnsembleConfig::fast() },
             search: AldpSearchConfig {
                 threshold_kt: 0.5,
+                starts: SearchStarts::TrainingPoints,
                 candidates: 30,
                 new_points: 10,
                 spread: 20,
                 max_steps: 200_000,
                 ..reference.search
             },
-            max_iterations: 12,
+            max_iterations: 16,
             grid: GridConfig { points_per_angle: 40, epochs: 8 },
             ..reference
         }
@@ -790,7 +810,13 @@ impl AldpAl {
         if state.mode == AlMode::ActiveLearning && iteration + 1 < config.max_iterations {
             let s = &config.search;
             let mut starts: Vec<Vec<f64>> = vec![vec![s.start_deg[0].to_radians(), s.start_deg[1].to_radians()]];
-            starts.extend(state.points.last_centres.iter().map(|p| p.to_vec()));
+            match s.starts {
+                SearchStarts::StartAndNewest => starts.extend(state.points.last_centres.iter().map(|p| p.to_vec())),
+                SearchStarts::TrainingPoints => {
+                    let train = &state.points.train;
+                    starts.extend((1..s.chains).map(|_| train[rng.gen_range(0..train.len())].to_vec()))
+                }
+            }
             let starts: Vec<Vec<f64>> = (0..s.chains).map(|i| starts[i % starts.len()].clone()).collect();
             let search = SearchConfig {
                 step: s.step_rad,

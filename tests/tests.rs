@@ -15,6 +15,8 @@ mod batched;
 mod bg;
 #[path = "suite/cli.rs"]
 mod cli;
+#[path = "suite/compare.rs"]
+mod compare;
 #[path = "suite/coords.rs"]
 mod coords;
 #[path = "suite/errors.rs"]

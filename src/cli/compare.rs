@@ -1,52 +1,289 @@
-//! `cgflow compare`: the MD cost curve of a `cgflow md` run against a reference distribution:
-//! KL divergence of the growing (phi, psi) histogram against the number of energy evaluations,
-//! averaged over independent groups of walkers.
+//! `cgflow compare`: cost curves against a reference distribution (KL divergence against energy
+//! evaluations) and speedups at equal KLD.
+//!
+//! Two baselines: the MD run of a `cgflow md` folder against a (phi, psi) reference (`--md`,
+//! `--reference`), averaged over independent groups of walkers, or Metropolis Monte Carlo on
+//! Müller-Brown against the exact PMF (`--muller-brown`), averaged over runs. Each empty-bin rule
+//! (`--empty-bins`, repeatable) gives its own curve; `--method-points` reads a method's (evaluations,
+//! KLD) points and prints its speedup over the baseline under every rule.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
-use cgflow::metrics::cost_curve::{evaluations_to_reach, log_spaced_frames, md_cost_curve, mean_curve, WalkerSamples};
-use cgflow::metrics::divergence::EmptyBinRule;
+use cgflow::energy::toy::MullerBrown;
+use cgflow::md::mc_baseline::{muller_brown_mc_curves, muller_brown_reference, MbMcConfig};
+use cgflow::metrics::cost_curve::{
+    kld_at, log_spaced_frames, md_cost_curve, mean_curve, speedup_at_equal_kld, standard_error_curve, stitch_curves,
+    CostPoint, SpeedupEstimate, WalkerSamples,
+};
+use cgflow::metrics::{halves_noise_floor, BinGrid, EmptyBinRule, HalvesNoiseFloor, KlReference};
 
 /// Arguments of `cgflow compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     /// Reference probabilities on the bins x bins (phi, psi) grid (.npy), e.g. from `cgflow umbrella`.
-    #[arg(long, value_name = "NPY")]
-    reference: PathBuf,
+    #[arg(long, value_name = "NPY", required_unless_present = "muller_brown")]
+    reference: Option<PathBuf>,
     /// Output folder of a `cgflow md` run of alanine dipeptide (cv.f32 and cv.json).
-    #[arg(long, value_name = "DIR")]
-    md: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "muller_brown")]
+    md: Option<PathBuf>,
     /// The System the run must have used; a CV file from another system is refused.
     #[arg(long, value_name = "XML")]
     system: Option<PathBuf>,
-    /// Split the walkers into this many independent runs and average their curves.
-    #[arg(long, default_value_t = 4)]
-    groups: usize,
-    /// Pseudo-count added to every bin of the MD histogram before normalising (the empty-bin rule).
-    #[arg(long, default_value_t = 1.0)]
-    pseudo_count: f64,
+    /// Split the walkers into this many independent runs and average their curves; a list (e.g.
+    /// 8,1) also gives the curve of each count, and the stitched curve takes each range of
+    /// evaluations from the most groups that reach it.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![4])]
+    groups: Vec<usize>,
+    /// Empty-bin rule for model histograms (repeatable): none, pseudo-count:A (A counts added to
+    /// every bin), smooth:SIGMA[:FLOOR] (Gaussian kernel of SIGMA bins, periodic on (phi, psi), then
+    /// a uniform floor of total probability FLOOR, default 1e-4).
+    #[arg(
+        long = "empty-bins",
+        value_name = "RULE",
+        value_delimiter = ',',
+        default_values_t = vec!["pseudo-count:1".to_string(), "smooth:2".to_string()]
+    )]
+    empty_bins: Vec<String>,
+    /// Compare at the resolution of a Gaussian kernel of this many bins: the reference and every
+    /// model distribution are smoothed with it (the reference's noise floor is measured the same way).
+    #[arg(long, default_value_t = 0.0, value_name = "SIGMA")]
+    smooth_reference: f64,
+    /// With --smooth-reference: smooth the reference only, not the model distributions (this biases
+    /// the KLD by about KL(p || S p)).
+    #[arg(long)]
+    smooth_reference_only: bool,
+    /// The reference's two independent halves (.npy), for its noise floor. Default: the files
+    /// half1_probabilities.npy and half2_probabilities.npy next to --reference, when they exist.
+    #[arg(long, value_delimiter = ',', value_name = "NPY,NPY")]
+    halves: Vec<PathBuf>,
     /// Points per decade of evaluations.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     per_decade: usize,
+    /// Evaluation counts to report the KLD at (default 1e6,1e7,1e8; 1e4,1e5,1e6 with --muller-brown).
+    #[arg(long, value_delimiter = ',', value_name = "E")]
+    milestones: Vec<f64>,
+    /// KLD levels at which to report the evaluations the baseline needs (its first crossing,
+    /// log-log interpolated): how much a speedup at that KLD depends on the empty-bin rule.
+    #[arg(long, value_delimiter = ',', value_name = "KLD", default_values_t = vec![0.1, 0.03, 0.01, 0.003])]
+    kld_levels: Vec<f64>,
+    /// A method's (evaluations, KLD) points: CSV (two columns, optional header, # comments) or
+    /// JSON (an array of [evaluations, kld] pairs or of objects with "evaluations" and "kld", or
+    /// an object holding such an array under "log", "points" or "iterations"). Prints the speedup
+    /// over the baseline at each point under every rule.
+    #[arg(long, value_name = "FILE")]
+    method_points: Option<PathBuf>,
+    /// Name of the method in the output and plot.
+    #[arg(long, default_value = "method")]
+    method_label: String,
     /// Also plot the curves (log-log) to this PNG.
     #[arg(long, value_name = "PNG")]
     plot: Option<PathBuf>,
-    /// Write the curve as JSON here.
+    /// Write the curves as JSON here.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Baseline: Metropolis Monte Carlo on Müller-Brown against the exact PMF over s = x1 - x2
+    /// (100 bins on [-2.5, 1.1], quadrature) instead of an MD run.
+    #[arg(long, conflicts_with_all = ["reference", "md", "system"])]
+    muller_brown: bool,
+    /// Müller-Brown: independent runs (averaged).
+    #[arg(long, default_value_t = 8)]
+    mb_runs: usize,
+    /// Müller-Brown: chains per run.
+    #[arg(long, default_value_t = 16)]
+    mb_chains: usize,
+    /// Müller-Brown: proposals per chain.
+    #[arg(long, default_value_t = 62_500)]
+    mb_steps: usize,
+    /// Müller-Brown: proposal step size (standard deviation in x1 and x2).
+    #[arg(long, default_value_t = 0.1)]
+    mb_step_size: f64,
+    /// Müller-Brown: start of every chain, X1,X2 (default: the global minimum).
+    #[arg(long, value_delimiter = ',', value_name = "X1,X2", default_values_t = vec![-0.558, 1.442])]
+    mb_start: Vec<f64>,
+    /// Müller-Brown: seed of run 0 (run r uses seed + r).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// A baseline curve under one rule: the stitched curve and what it was made of.
+struct RuleCurves {
+    rule: EmptyBinRule,
+    /// (label, mean curve, individual curves) per group count or run set.
+    parts: Vec<(String, Vec<CostPoint>, Vec<Vec<CostPoint>>)>,
+    stitched: Vec<CostPoint>,
 }
 
 /// Runs `cgflow compare`.
 pub fn run(args: CompareArgs) -> Result<()> {
-    let reference = cgflow::io::npy::read_npy(&args.reference)?;
+    let rules = args
+        .empty_bins
+        .iter()
+        .map(|r| r.parse::<EmptyBinRule>().map_err(anyhow::Error::from))
+        .collect::<Result<Vec<_>>>()?;
+    if rules.is_empty() {
+        bail!("give at least one --empty-bins rule");
+    }
+    if args.per_decade == 0 {
+        bail!("--per-decade must be positive");
+    }
+    if let Some(bad) = args.kld_levels.iter().chain(&args.milestones).find(|x| !(x.is_finite() && **x > 0.0)) {
+        bail!("--kld-levels and --milestones must be finite and positive, got {bad}");
+    }
+    let method = args.method_points.as_deref().map(read_method_points).transpose()?;
+    let baseline = if args.muller_brown { muller_brown_baseline(&args, &rules)? } else { md_baseline(&args, &rules)? };
+    let default_milestones = if args.muller_brown { vec![1e4, 1e5, 1e6] } else { vec![1e6, 1e7, 1e8] };
+    let milestones = if args.milestones.is_empty() { default_milestones } else { args.milestones.clone() };
+
+    println!("{}", baseline.header.join("\n"));
+    let mut rule_json = Vec::new();
+    for curves in &baseline.rules {
+        println!("\n## empty bins: {}", curves.rule);
+        let bias = baseline.reference.rule_bias(curves.rule)?;
+        if bias > 0.0 {
+            println!("# this rule's own bias (KLD of the reference itself under it): {bias:.3e}");
+        }
+        println!("{:>16} {:>12}   (stitched: {})", "evaluations", "KLD", baseline.stitch_note);
+        for p in &curves.stitched {
+            println!("{:>16.0} {:>12.6}", p.evaluations, p.kld);
+        }
+        let mut milestone_json = Vec::new();
+        for &e in &milestones {
+            let kld = kld_at(&curves.stitched, e)?;
+            // Every curve that reaches e, with the standard error over its groups or runs.
+            let mut by_part = Vec::new();
+            for (label, mean, each) in &curves.parts {
+                if let Some(k) = kld_at(mean, e)? {
+                    let sem = if each.len() > 1 { kld_at(&standard_error_curve(each)?, e)? } else { None };
+                    by_part.push((label.clone(), k, sem));
+                }
+            }
+            let text = |(label, k, sem): &(String, f64, Option<f64>)| match sem {
+                Some(sem) => format!("{k:.6} +- {sem:.6} ({label})"),
+                None => format!("{k:.6} ({label})"),
+            };
+            match (kld, by_part.split_first()) {
+                (Some(_), Some((first, rest))) => {
+                    let others: Vec<String> = rest.iter().map(text).collect();
+                    let also = if others.is_empty() { String::new() } else { format!("; also {}", others.join(", ")) };
+                    println!("KLD at {e:.0e} evaluations: {}{also}", text(first));
+                }
+                _ => println!("KLD at {e:.0e} evaluations: not within the curve (not extrapolated)"),
+            }
+            milestone_json.push(serde_json::json!({
+                "evaluations": e, "kld": kld, "from": by_part.first().map(|p| p.0.clone()),
+                "standard_error": by_part.first().and_then(|p| p.2),
+                "by_curve": by_part.iter().map(|(label, k, sem)| serde_json::json!({
+                    "curve": label, "kld": k, "standard_error": sem})).collect::<Vec<_>>(),
+            }));
+        }
+        if let Some(end) = &baseline.end_of_run {
+            let last = curves.stitched.last().context("empty curve")?;
+            println!(
+                "end of run: {:.6e} evaluations made, {:.6e} of them histogrammed: KLD {:.6}",
+                end.evaluations_made, last.evaluations, last.kld
+            );
+        }
+        let mut levels_json = Vec::new();
+        for &level in &args.kld_levels {
+            let reach = speedup_at_equal_kld(&curves.stitched, CostPoint { evaluations: 1.0, kld: level })?;
+            let (evaluations, text) = match reach {
+                SpeedupEstimate::Interpolated { baseline_evaluations, .. } => {
+                    (Some(baseline_evaluations), format!("{baseline_evaluations:.3e} evaluations"))
+                }
+                SpeedupEstimate::BeyondBaseline { baseline_lowest_kld, baseline_last_evaluations, .. } => (
+                    None,
+                    format!("not within {baseline_last_evaluations:.3e} evaluations (lowest {baseline_lowest_kld:.4})"),
+                ),
+                SpeedupEstimate::BeforeBaseline { baseline_first_evaluations, .. } => {
+                    (None, format!("already at its first point ({baseline_first_evaluations:.3e} evaluations)"))
+                }
+            };
+            println!("{} reaches KLD {level}: {text}", baseline.name);
+            levels_json.push(serde_json::json!({"kld": level, "evaluations": evaluations, "text": text}));
+        }
+        let mut speedup_json = Vec::new();
+        if let Some(points) = &method {
+            println!("speedup of {} over the baseline at equal KLD ({}):", args.method_label, curves.rule);
+            for p in points {
+                let s = speedup_at_equal_kld(&curves.stitched, *p)?;
+                println!("  {:>14.4e} evaluations, KLD {:>10.6}: {s}", p.evaluations, p.kld);
+                speedup_json.push(speedup_to_json(p, &s));
+            }
+        }
+        rule_json.push(serde_json::json!({
+            "rule": curves.rule.to_string(),
+            "rule_bias": finite_or_null(bias),
+            "stitched": pairs(&curves.stitched),
+            "parts": curves.parts.iter().map(|(label, mean, each)| serde_json::json!({
+                "label": label, "mean": pairs(mean), "curves": each.iter().map(|c| pairs(c)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "milestones": milestone_json,
+            "end_of_run": baseline.end_of_run.as_ref().map(|_| curves.stitched.last().map(|p| serde_json::json!({
+                "evaluations_histogrammed": p.evaluations, "kld": p.kld}))),
+            "evaluations_to_reach": levels_json,
+            "speedups": speedup_json,
+        }));
+    }
+    if let Some(png) = &args.plot {
+        plot(png, &baseline, method.as_deref(), &args.method_label)?;
+    }
+    if let Some(out) = &args.out {
+        let value = serde_json::json!({
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "baseline": baseline.info,
+            "noise_floor": baseline.floor.map(|f| serde_json::json!({
+                "kld_halves": finite_or_null(f.kld_halves), "floor_whole_reference": finite_or_null(f.floor_whole),
+                "floor_one_half": finite_or_null(f.floor_half), "kernel_bins": f.kernel_bins})),
+            "end_of_run_evaluations_made": baseline.end_of_run.as_ref().map(|e| e.evaluations_made),
+            "method": method.as_ref().map(|m| serde_json::json!({"label": args.method_label, "points": pairs(m)})),
+            "rules": rule_json,
+        });
+        std::fs::write(out, serde_json::to_string_pretty(&value)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// The end of an MD run: evaluations made (steps x walkers), which may exceed the last frame's.
+struct EndOfRun {
+    evaluations_made: f64,
+}
+
+/// Everything the output needs about one baseline.
+struct Baseline {
+    header: Vec<String>,
+    stitch_note: String,
+    info: serde_json::Value,
+    floor: Option<HalvesNoiseFloor>,
+    end_of_run: Option<EndOfRun>,
+    rules: Vec<RuleCurves>,
+    /// Short name for legends.
+    name: &'static str,
+    title: String,
+    reference: KlReference,
+}
+
+fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
+    let (Some(reference_path), Some(md)) = (&args.reference, &args.md) else {
+        bail!("--reference and --md are needed (or --muller-brown)");
+    };
+    let reference = cgflow::io::npy::read_npy(reference_path)?;
     let bins = match reference.shape.as_slice() {
         [a, b] if a == b => *a,
-        other => bail!("{}: expected a square (bins, bins) array, got shape {other:?}", args.reference.display()),
+        other => bail!("{}: expected a square (bins, bins) array, got shape {other:?}", reference_path.display()),
     };
-    let description_path = args.md.join("cv.json");
+    let grid = BinGrid::dihedral(bins);
+    let mut kl_reference = KlReference::new(&reference.data, grid, args.smooth_reference)
+        .with_context(|| format!("reference {}", reference_path.display()))?;
+    if args.smooth_reference_only {
+        kl_reference = kl_reference.smoothing_reference_only();
+    }
+    let floor = reference_floor(args, reference_path, &grid)?;
+
+    let description_path = md.join("cv.json");
     let description: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(&description_path)
             .with_context(|| format!("reading {}", description_path.display()))?,
@@ -70,82 +307,324 @@ pub fn run(args: CompareArgs) -> Result<()> {
     }
     let walkers = description["walkers"].as_u64().context("cv.json lacks 'walkers'")? as usize;
     let steps_per_frame = description["steps_per_frame"].as_u64().context("cv.json lacks 'steps_per_frame'")?;
-    let frames_expected = description["frames"].as_u64().context("cv.json lacks 'frames'")? as usize;
-    let cv_path = args.md.join("cv.f32");
+    let frames = description["frames"].as_u64().context("cv.json lacks 'frames'")? as usize;
+    if walkers == 0 || frames == 0 || steps_per_frame == 0 {
+        bail!("{}: no frames recorded yet (walkers {walkers}, frames {frames})", description_path.display());
+    }
+    let cv_path = md.join("cv.f32");
     let bytes = std::fs::read(&cv_path).with_context(|| format!("reading {}", cv_path.display()))?;
     let frame_bytes = walkers * 2 * 4;
-    if bytes.len() % frame_bytes != 0 || bytes.len() / frame_bytes < frames_expected {
+    if bytes.len() / frame_bytes < frames {
         bail!(
-            "{} is truncated: {} bytes is not the {frames_expected} whole frames of {frame_bytes} bytes that cv.json announces",
+            "{} is truncated: {} bytes is not the {frames} whole frames of {frame_bytes} bytes that cv.json announces",
             cv_path.display(),
             bytes.len()
         );
     }
-    let values: Vec<f32> = bytes[..frames_expected * frame_bytes]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    if args.groups == 0 || args.groups > walkers {
+    let values: Vec<f32> =
+        bytes[..frames * frame_bytes].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let mut groups = args.groups.clone();
+    if groups.is_empty() || groups.iter().any(|&g| g == 0 || g > walkers) {
         bail!("--groups must be between 1 and the number of walkers ({walkers})");
     }
+    // Most groups first: their mean is the best estimate wherever it reaches.
+    groups.sort_unstable_by(|a, b| b.cmp(a));
+    groups.dedup();
     let samples = WalkerSamples { values: &values, walkers, steps_per_frame };
-    let frames = log_spaced_frames(1, frames_expected, args.per_decade);
-    let rule = EmptyBinRule::PseudoCount(args.pseudo_count);
-    let per_group = walkers / args.groups;
-    let curves = (0..args.groups)
-        .map(|g| md_cost_curve(&reference.data, bins, &samples, g * per_group..(g + 1) * per_group, &frames, rule))
-        .collect::<cgflow::Result<Vec<_>>>()?;
-    let mean = mean_curve(&curves)?;
-    println!(
-        "# MD cost curve: {} groups of {per_group} walkers, pseudo-count {} per bin",
-        args.groups, args.pseudo_count
-    );
-    println!("{:>16} {:>12}", "evaluations", "KLD");
-    for p in &mean {
-        println!("{:>16.0} {:>12.5}", p.evaluations, p.kld);
+    let at_frames = log_spaced_frames(1, frames, args.per_decade);
+    let mut rule_curves = Vec::new();
+    for &rule in rules {
+        let mut parts = Vec::new();
+        for &g in &groups {
+            let per_group = walkers / g;
+            let curves = (0..g)
+                .map(|i| md_cost_curve(&kl_reference, &samples, i * per_group..(i + 1) * per_group, &at_frames, rule))
+                .collect::<cgflow::Result<Vec<_>>>()?;
+            let mean = mean_curve(&curves)?;
+            let label = if g == 1 {
+                format!("the whole run ({walkers} walkers)")
+            } else {
+                format!("mean of {g} groups of {per_group} walkers")
+            };
+            parts.push((label, mean, curves));
+        }
+        let stitched = stitch_curves(&parts.iter().map(|(_, m, _)| m.as_slice()).collect::<Vec<_>>())?;
+        rule_curves.push(RuleCurves { rule, parts, stitched });
     }
-    let at = |e: f64| -> Option<f64> {
-        mean.windows(2).find(|w| w[0].evaluations <= e && w[1].evaluations >= e).map(|w| {
-            let t = (e.ln() - w[0].evaluations.ln()) / (w[1].evaluations.ln() - w[0].evaluations.ln());
-            (w[0].kld.ln() + t * (w[1].kld.ln() - w[0].kld.ln())).exp()
-        })
+    let steps = description["steps"].as_u64().unwrap_or(frames as u64 * steps_per_frame);
+    let complete = steps / steps_per_frame == frames as u64;
+    let mut header = vec![
+        format!(
+            "# MD: {} ({walkers} walkers, {frames} frames of {steps_per_frame} steps: {:.4e} evaluations \
+             histogrammed{})",
+            md.display(),
+            (frames as u64 * steps_per_frame * walkers as u64) as f64,
+            if complete {
+                format!(", {:.4e} made", (steps * walkers as u64) as f64)
+            } else {
+                ", run incomplete".into()
+            }
+        ),
+        format!("# groups: {}", groups.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ")),
+        reference_line(reference_path, &kl_reference),
+    ];
+    header.push(floor_line(floor.as_ref()));
+    Ok(Baseline {
+        header,
+        stitch_note: "each range from the most groups that reach it".into(),
+        info: serde_json::json!({
+            "kind": "md", "md": md, "reference": reference_path, "bins": bins, "walkers": walkers, "frames": frames,
+            "steps_per_frame": steps_per_frame, "groups": groups, "kernel_bins": kl_reference.kernel_bins(),
+            "smooth_model": kl_reference.smooths_model(), "complete": complete,
+        }),
+        floor,
+        end_of_run: complete.then_some(EndOfRun { evaluations_made: (steps * walkers as u64) as f64 }),
+        rules: rule_curves,
+        name: "MD",
+        title: "alanine dipeptide: KLD to the reference vs energy evaluations".into(),
+        reference: kl_reference,
+    })
+}
+
+fn reference_line(path: &Path, reference: &KlReference) -> String {
+    match (reference.kernel_bins() > 0.0, reference.smooths_model()) {
+        (false, _) => format!("# reference: {} (unsmoothed)", path.display()),
+        (true, true) => format!(
+            "# reference: {}; reference and models smoothed with a periodic Gaussian of {} bins",
+            path.display(),
+            reference.kernel_bins()
+        ),
+        (true, false) => format!(
+            "# reference: {}; reference only smoothed with a periodic Gaussian of {} bins",
+            path.display(),
+            reference.kernel_bins()
+        ),
+    }
+}
+
+fn floor_line(floor: Option<&HalvesNoiseFloor>) -> String {
+    match floor {
+        None => "# noise floor: unknown (no halves of the reference)".into(),
+        Some(f) if !f.kld_halves.is_finite() => format!(
+            "# noise floor: KL(half 1 || half 2) is infinite at kernel {} bins (bins visited by one half only); \
+             use --smooth-reference",
+            f.kernel_bins
+        ),
+        Some(f) => format!(
+            "# noise floor: KL(half 1 || half 2) = {:.3e} at kernel {} bins: floor of the whole reference about {:.2e} \
+             (of one half {:.2e})",
+            f.kld_halves, f.kernel_bins, f.floor_whole, f.floor_half
+        ),
+    }
+}
+
+fn reference_floor(args: &CompareArgs, reference_path: &Path, grid: &BinGrid) -> Result<Option<HalvesNoiseFloor>> {
+    let halves: Vec<PathBuf> = match args.halves.as_slice() {
+        [] => {
+            let dir = reference_path.parent().unwrap_or(Path::new("."));
+            let default = [dir.join("half1_probabilities.npy"), dir.join("half2_probabilities.npy")];
+            if !default.iter().all(|p| p.exists()) {
+                return Ok(None);
+            }
+            default.to_vec()
+        }
+        [a, b] => vec![a.clone(), b.clone()],
+        other => bail!("--halves takes two files, got {}", other.len()),
     };
-    let milestones: Vec<serde_json::Value> =
-        [1e6, 1e7, 1e8].iter().map(|&e| serde_json::json!({"evaluations": e, "kld": at(e)})).collect();
-    for m in &milestones {
-        println!("KLD at {} evaluations: {}", m["evaluations"], m["kld"]);
+    let a = cgflow::io::npy::read_npy(&halves[0])?;
+    let b = cgflow::io::npy::read_npy(&halves[1])?;
+    Ok(Some(
+        halves_noise_floor(&a.data, &b.data, grid, args.smooth_reference)
+            .with_context(|| format!("halves {} and {}", halves[0].display(), halves[1].display()))?,
+    ))
+}
+
+fn muller_brown_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
+    let start: [f64; 2] =
+        args.mb_start.as_slice().try_into().map_err(|_| anyhow::anyhow!("--mb-start takes two numbers, X1,X2"))?;
+    let config = MbMcConfig {
+        runs: args.mb_runs,
+        chains: args.mb_chains,
+        steps_per_chain: args.mb_steps,
+        step_size: args.mb_step_size,
+        start,
+        seed: args.seed,
+        per_decade: args.per_decade,
+    };
+    let mb = MullerBrown::default();
+    let reference = muller_brown_reference(&mb, 100)?;
+    let curves = muller_brown_mc_curves(&mb, &reference, &config, rules)?;
+    let rule_curves = curves
+        .rules
+        .iter()
+        .zip(curves.mean.iter().zip(&curves.runs))
+        .map(|(&rule, (mean, runs))| RuleCurves {
+            rule,
+            parts: vec![(format!("mean of {} runs", config.runs), mean.clone(), runs.clone())],
+            stitched: mean.clone(),
+        })
+        .collect();
+    let header = vec![
+        format!(
+            "# Müller-Brown Metropolis: {} runs of {} chains x {} proposals ({} evaluations per run), step {}, \
+             start ({}, {}), seed {}",
+            config.runs,
+            config.chains,
+            config.steps_per_chain,
+            curves.evaluations_per_run,
+            config.step_size,
+            start[0],
+            start[1],
+            config.seed
+        ),
+        format!(
+            "# acceptance {:.3}; {:.2e} of the states outside s in [-2.5, 1.1]",
+            curves.acceptance_rate, curves.outside_fraction
+        ),
+        "# reference: exact PMF over s = x1 - x2 by quadrature, 100 bins on [-2.5, 1.1] (no noise floor)".into(),
+    ];
+    Ok(Baseline {
+        header,
+        stitch_note: format!("mean of {} runs", config.runs),
+        info: serde_json::json!({
+            "kind": "muller-brown metropolis", "runs": config.runs, "chains": config.chains,
+            "steps_per_chain": config.steps_per_chain, "step_size": config.step_size, "start": start,
+            "seed": config.seed, "evaluations_per_run": curves.evaluations_per_run,
+            "acceptance_rate": curves.acceptance_rate, "outside_fraction": curves.outside_fraction,
+            "reference": "quadrature, 100 bins over s in [-2.5, 1.1]",
+        }),
+        floor: None,
+        end_of_run: None,
+        rules: rule_curves,
+        name: "Metropolis MC",
+        title: "Müller-Brown Metropolis: KLD to the exact PMF vs energy evaluations".into(),
+        reference,
+    })
+}
+
+fn pairs(curve: &[CostPoint]) -> Vec<[Option<f64>; 2]> {
+    curve.iter().map(|p| [finite_or_null(p.evaluations), finite_or_null(p.kld)]).collect()
+}
+
+/// JSON has no infinity: non-finite numbers are written as null.
+fn finite_or_null(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+fn speedup_to_json(p: &CostPoint, s: &SpeedupEstimate) -> serde_json::Value {
+    let base = serde_json::json!({"evaluations": p.evaluations, "kld": p.kld, "text": s.to_string()});
+    let extra = match *s {
+        SpeedupEstimate::Interpolated { baseline_evaluations, speedup } => {
+            serde_json::json!({"speedup": speedup, "baseline_evaluations": baseline_evaluations})
+        }
+        SpeedupEstimate::BeyondBaseline { speedup_at_least, baseline_last_evaluations, baseline_lowest_kld } => {
+            serde_json::json!({"speedup_at_least": speedup_at_least,
+                "baseline_last_evaluations": baseline_last_evaluations, "baseline_lowest_kld": baseline_lowest_kld})
+        }
+        SpeedupEstimate::BeforeBaseline { speedup_at_most, baseline_first_evaluations } => {
+            serde_json::json!({"speedup_at_most": speedup_at_most,
+                "baseline_first_evaluations": baseline_first_evaluations})
+        }
+    };
+    let mut merged = base;
+    if let (Some(m), Some(e)) = (merged.as_object_mut(), extra.as_object()) {
+        m.extend(e.clone());
     }
-    if let Some(kld) = [0.1, 0.03, 0.01].iter().find_map(|&k| evaluations_to_reach(&mean, k).map(|e| (k, e))) {
-        println!("first KLD threshold reached: {} after {:.3e} evaluations", kld.0, kld.1);
+    merged
+}
+
+/// Reads a method's (evaluations, KLD) points from CSV or JSON (see `--method-points`).
+fn read_method_points(path: &Path) -> Result<Vec<CostPoint>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let points = if text.trim_start().starts_with(['[', '{']) {
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+        let array = match &value {
+            serde_json::Value::Array(a) => a,
+            serde_json::Value::Object(o) => ["log", "points", "iterations"]
+                .iter()
+                .find_map(|k| o.get(*k).and_then(|v| v.as_array()))
+                .with_context(|| format!("{}: no array under \"log\", \"points\" or \"iterations\"", path.display()))?,
+            _ => bail!("{}: expected an array of points", path.display()),
+        };
+        array
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let (e, k) = match v {
+                    serde_json::Value::Array(pair) if pair.len() == 2 => (pair[0].as_f64(), pair[1].as_f64()),
+                    serde_json::Value::Object(o) => {
+                        (o.get("evaluations").and_then(|x| x.as_f64()), o.get("kld").and_then(|x| x.as_f64()))
+                    }
+                    _ => (None, None),
+                };
+                match (e, k) {
+                    (Some(evaluations), Some(kld)) => Ok(CostPoint { evaluations, kld }),
+                    _ => bail!("{}: point {i} is not [evaluations, kld] or {{evaluations, kld}}", path.display()),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        let mut points = Vec::new();
+        for (line_number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fields: Vec<&str> =
+                line.split(|c: char| c == ',' || c.is_whitespace()).filter(|f| !f.is_empty()).collect();
+            let numbers: Vec<Option<f64>> = fields.iter().map(|f| f.parse::<f64>().ok()).collect();
+            match numbers.as_slice() {
+                [Some(evaluations), Some(kld)] => points.push(CostPoint { evaluations: *evaluations, kld: *kld }),
+                _ if points.is_empty() && numbers.iter().all(Option::is_none) => {} // a header
+                _ => bail!("{} line {}: expected two numbers, evaluations and KLD", path.display(), line_number + 1),
+            }
+        }
+        points
+    };
+    if points.is_empty() {
+        bail!("{}: no (evaluations, KLD) points", path.display());
     }
-    if let Some(png) = &args.plot {
-        let xs: Vec<Vec<f64>> =
-            curves.iter().chain([&mean]).map(|c| c.iter().map(|p| p.evaluations).collect()).collect();
-        let ys: Vec<Vec<f64>> = curves.iter().chain([&mean]).map(|c| c.iter().map(|p| p.kld).collect()).collect();
-        let labels: Vec<String> =
-            (0..curves.len()).map(|g| format!("MD group {}", g + 1)).chain(["MD mean".to_string()]).collect();
-        let series: Vec<cgflow::io::plot::Series> =
-            (0..xs.len()).map(|i| cgflow::io::plot::Series { label: &labels[i], x: &xs[i], y: &ys[i] }).collect();
-        cgflow::io::plot::line_plot_png(
-            png,
-            "KL divergence to the reference vs energy evaluations",
-            "energy evaluations",
-            "KLD",
-            &series,
-            true,
-            true,
-        )?;
+    for (i, p) in points.iter().enumerate() {
+        if !(p.evaluations.is_finite() && p.evaluations > 0.0 && p.kld.is_finite() && p.kld >= 0.0) {
+            bail!(
+                "{}: point {i} ({}, {}) needs positive evaluations and a finite non-negative KLD",
+                path.display(),
+                p.evaluations,
+                p.kld
+            );
+        }
     }
-    if let Some(out) = &args.out {
-        let value = serde_json::json!({
-            "command": std::env::args().collect::<Vec<_>>().join(" "),
-            "groups": args.groups, "walkers_per_group": per_group, "pseudo_count": args.pseudo_count,
-            "mean": mean.iter().map(|p| [p.evaluations, p.kld]).collect::<Vec<_>>(),
-            "curves": curves.iter().map(|c| c.iter().map(|p| [p.evaluations, p.kld]).collect::<Vec<_>>()).collect::<Vec<_>>(),
-            "milestones": milestones,
-        });
-        std::fs::write(out, serde_json::to_string_pretty(&value)?)
-            .with_context(|| format!("writing {}", out.display()))?;
+    Ok(points)
+}
+
+fn plot(png: &Path, baseline: &Baseline, method: Option<&[CostPoint]>, method_label: &str) -> Result<()> {
+    let mut xs: Vec<Vec<f64>> = Vec::new();
+    let mut ys: Vec<Vec<f64>> = Vec::new();
+    let mut labels: Vec<String> = Vec::new();
+    for curves in &baseline.rules {
+        xs.push(curves.stitched.iter().map(|p| p.evaluations).collect());
+        ys.push(curves.stitched.iter().map(|p| p.kld).collect());
+        labels.push(format!("{}, {}", baseline.name, curves.rule));
     }
+    let (lo, hi) = baseline
+        .rules
+        .iter()
+        .flat_map(|c| c.stitched.iter().map(|p| p.evaluations))
+        .chain(method.unwrap_or_default().iter().map(|p| p.evaluations))
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), e| (lo.min(e), hi.max(e)));
+    if let Some(f) = baseline.floor.filter(|f| f.kld_halves.is_finite() && f.kld_halves > 0.0) {
+        xs.push(vec![lo, hi]);
+        ys.push(vec![f.floor_whole, f.floor_whole]);
+        labels.push(format!("reference noise floor (kernel {} bins)", f.kernel_bins));
+    }
+    if let Some(points) = method {
+        xs.push(points.iter().map(|p| p.evaluations).collect());
+        ys.push(points.iter().map(|p| p.kld).collect());
+        labels.push(method_label.to_string());
+    }
+    let series: Vec<cgflow::io::plot::Series> =
+        (0..xs.len()).map(|i| cgflow::io::plot::Series { label: &labels[i], x: &xs[i], y: &ys[i] }).collect();
+    cgflow::io::plot::line_plot_png(png, &baseline.title, "energy evaluations", "KLD", &series, true, true)?;
     Ok(())
 }

@@ -34,7 +34,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Langevin MD of many walkers: dihedral CVs, DCD trajectories, checkpoint and resume.
     Md(md::MdArgs),
-    /// MD cost curve: KL divergence to a reference PMF against energy evaluations.
+    /// Cost curves (KL divergence to a reference PMF against energy evaluations) of MD or of
+    /// Müller-Brown Monte Carlo, under each empty-bin rule, and speedups at equal KLD.
     Compare(compare::CompareArgs),
     /// 2D umbrella sampling of alanine dipeptide's (phi, psi) and WHAM: the reference PMF.
     Umbrella(umbrella::UmbrellaArgs),

@@ -107,17 +107,19 @@ fn start_energy(p: &dyn Potential, start: &[f64], chain: usize) -> Result<f64> {
     Ok(u)
 }
 
-/// Runs one chain from a start already checked by [`start_energy`].
-fn run_chain(
+/// Runs one chain from a start already checked by [`start_energy`], handing every recorded state
+/// to `visit`; the returned result holds no samples.
+fn run_chain_visit(
     p: &dyn Potential,
     start: &[f64],
     u_start: f64,
     n_samples: usize,
     config: &MetropolisConfig,
     chain: usize,
+    visit: &mut dyn FnMut(&[f64]),
 ) -> Result<MetropolisResult> {
     let dim = start.len();
-    let capacity = n_samples
+    n_samples
         .checked_mul(dim)
         .ok_or_else(|| Error::invalid(format!("Metropolis: {n_samples} samples of dimension {dim} overflow")))?;
     let total = (n_samples as u64)
@@ -126,7 +128,6 @@ fn run_chain(
         .ok_or_else(|| Error::invalid("Metropolis: the number of proposals overflows"))?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     rng.set_stream(chain as u64);
-    let mut samples = Vec::with_capacity(capacity);
     let mut x = start.to_vec();
     let mut proposal = vec![0.0; dim];
     let mut u = u_start;
@@ -149,17 +150,63 @@ fn run_chain(
             accepted += 1;
         }
         if step > config.burn_in as u64 && (step - config.burn_in as u64) % config.thin as u64 == 0 {
-            samples.extend_from_slice(&x);
+            visit(&x);
         }
     }
     Ok(MetropolisResult {
-        samples,
+        samples: Vec::new(),
         dim,
         proposals: total,
         accepted,
         acceptance_rate: if total == 0 { 0.0 } else { accepted as f64 / total as f64 },
         evaluations: total + 1,
     })
+}
+
+/// Runs one chain from a start already checked by [`start_energy`], keeping its samples.
+fn run_chain(
+    p: &dyn Potential,
+    start: &[f64],
+    u_start: f64,
+    n_samples: usize,
+    config: &MetropolisConfig,
+    chain: usize,
+) -> Result<MetropolisResult> {
+    let capacity = n_samples.checked_mul(start.len()).ok_or_else(|| {
+        Error::invalid(format!("Metropolis: {n_samples} samples of dimension {} overflow", start.len()))
+    })?;
+    let mut samples = Vec::with_capacity(capacity);
+    let result = run_chain_visit(p, start, u_start, n_samples, config, chain, &mut |x| samples.extend_from_slice(x))?;
+    Ok(MetropolisResult { samples, ..result })
+}
+
+/// Chain `chain` of [`sample_chains`] (random stream `chain` of `config.seed`) from `start`, with
+/// every recorded state handed to `visit` instead of stored: for long chains whose samples are
+/// only histogrammed. The returned result has the counts and an empty `samples`. Errors as
+/// [`sample`] does.
+///
+/// ```
+/// use cgflow::energy::toy::MullerBrown;
+/// use cgflow::md::metropolis::{sample_chains, sample_visit, MetropolisConfig};
+/// let mb = MullerBrown::default();
+/// let config = MetropolisConfig { step_size: 0.1, thin: 2, burn_in: 5, seed: 3 };
+/// let mut seen = Vec::new();
+/// let run = sample_visit(&mb, &[0.6, 0.0], 40, &config, 1, &mut |x| seen.extend_from_slice(x)).unwrap();
+/// let chains = sample_chains(&mb, &[vec![-0.5, 1.4], vec![0.6, 0.0]], 40, &config).unwrap();
+/// assert_eq!(seen, chains[1].samples);
+/// assert!(run.samples.is_empty() && run.evaluations == chains[1].evaluations);
+/// ```
+pub fn sample_visit(
+    p: &dyn Potential,
+    start: &[f64],
+    n_samples: usize,
+    config: &MetropolisConfig,
+    chain: usize,
+    visit: &mut dyn FnMut(&[f64]),
+) -> Result<MetropolisResult> {
+    config.validate()?;
+    let u = start_energy(p, start, chain)?;
+    run_chain_visit(p, start, u, n_samples, config, chain, visit)
 }
 
 /// One Metropolis chain of `n_samples` recorded states from `start` (the same chain as chain 0 of

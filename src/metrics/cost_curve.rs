@@ -5,8 +5,8 @@
 //! run: after frame f (1-based) a run of W walkers has made f * steps_per_frame * W evaluations.
 //! Empty histogram bins are handled by one [`EmptyBinRule`], applied the same way to every method.
 
-use super::divergence::{kl_to_histogram, EmptyBinRule};
-use super::histogram::Axis;
+use super::divergence::{EmptyBinRule, KlReference};
+use super::histogram::{Axis, BinGrid};
 use crate::error::{Error, Result};
 
 /// One point of a cost curve.
@@ -37,19 +37,20 @@ impl WalkerSamples<'_> {
 }
 
 /// KL divergence of the growing 2D histogram of `walkers` (a subset, as a range) against
-/// `reference` (bins x bins probabilities over [-pi, pi)^2, row-major phi-major), evaluated after
-/// each frame in `at_frames` (ascending, 1-based).
+/// `reference` (on a `bins` x `bins` periodic grid over [-pi, pi)^2, row-major phi-major, see
+/// [`BinGrid::dihedral`]), with empty bins handled by `rule`, evaluated after each frame in
+/// `at_frames` (ascending, 1-based).
 pub fn md_cost_curve(
-    reference: &[f64],
-    bins: usize,
+    reference: &KlReference,
     samples: &WalkerSamples,
     walkers: std::ops::Range<usize>,
     at_frames: &[usize],
     rule: EmptyBinRule,
 ) -> Result<Vec<CostPoint>> {
-    if reference.len() != bins * bins {
-        return Err(Error::invalid(format!("reference has {} values, expected {bins} x {bins}", reference.len())));
-    }
+    let bins = match *reference.grid() {
+        BinGrid::Periodic2d { nx, ny } if nx == ny => nx,
+        other => return Err(Error::invalid(format!("the MD cost curve needs a square periodic grid, not {other:?}"))),
+    };
     if walkers.end > samples.walkers || walkers.is_empty() {
         return Err(Error::invalid(format!("walker range {walkers:?} is not within 0..{}", samples.walkers)));
     }
@@ -79,7 +80,7 @@ pub fn md_cost_curve(
             frame += 1;
         }
         let evaluations = (target as u64 * samples.steps_per_frame * walkers.len() as u64) as f64;
-        points.push(CostPoint { evaluations, kld: kl_to_histogram(reference, &counts, rule)? });
+        points.push(CostPoint { evaluations, kld: reference.kl_to_counts(&counts, rule)? });
     }
     Ok(points)
 }
@@ -115,7 +116,7 @@ pub fn evaluations_to_reach(curve: &[CostPoint], kld: f64) -> Option<f64> {
     }
     curve.windows(2).find(|w| w[0].kld > kld && w[1].kld <= kld).map(|w| {
         let (a, b) = (w[0], w[1]);
-        if !(a.kld.is_finite() && a.kld > 0.0 && b.kld > 0.0) {
+        if b.kld == kld || !(a.kld.is_finite() && a.kld > 0.0 && b.kld > 0.0) {
             return b.evaluations;
         }
         let t = (kld.ln() - a.kld.ln()) / (b.kld.ln() - a.kld.ln());
@@ -136,6 +137,199 @@ pub fn speedup_at(baseline: &[CostPoint], method: &[CostPoint], kld: f64) -> Opt
     Some(evaluations_to_reach(baseline, kld)? / evaluations_to_reach(method, kld)?)
 }
 
+/// Checks that a curve is usable for interpolation: evaluations finite, positive and strictly
+/// increasing; divergences not NaN and not negative (`+inf` allowed).
+fn check_curve(curve: &[CostPoint], what: &str) -> Result<()> {
+    if curve.is_empty() {
+        return Err(Error::invalid(format!("{what}: no points")));
+    }
+    for (i, p) in curve.iter().enumerate() {
+        if !(p.evaluations.is_finite() && p.evaluations > 0.0) {
+            return Err(Error::invalid(format!("{what}: point {i} has {} evaluations", p.evaluations)));
+        }
+        if p.kld.is_nan() || p.kld < 0.0 {
+            return Err(Error::invalid(format!("{what}: point {i} has KLD {}", p.kld)));
+        }
+    }
+    if let Some(i) = curve.windows(2).position(|w| w[1].evaluations <= w[0].evaluations) {
+        return Err(Error::invalid(format!("{what}: evaluations must increase (points {i} and {})", i + 1)));
+    }
+    Ok(())
+}
+
+/// The divergence of a curve at `evaluations`, interpolated linearly in (ln evaluations,
+/// ln KLD) between the two points around it (linearly in KLD where one of them is 0 or `+inf`).
+/// `None` outside the curve's range: no extrapolation. Errors on a curve that is not usable
+/// (non-positive or non-increasing evaluations, NaN or negative KLD).
+///
+/// ```
+/// use cgflow::metrics::cost_curve::{kld_at, CostPoint};
+/// let curve = [CostPoint { evaluations: 1e3, kld: 1.0 }, CostPoint { evaluations: 1e5, kld: 0.01 }];
+/// assert!((kld_at(&curve, 1e4).unwrap().unwrap() - 0.1).abs() < 1e-12);
+/// assert_eq!(kld_at(&curve, 1e5).unwrap(), Some(0.01));
+/// assert_eq!(kld_at(&curve, 2e5).unwrap(), None);
+/// ```
+pub fn kld_at(curve: &[CostPoint], evaluations: f64) -> Result<Option<f64>> {
+    check_curve(curve, "curve")?;
+    if evaluations.is_nan() {
+        return Err(Error::invalid("kld_at: evaluations is NaN"));
+    }
+    if let Some(p) = curve.iter().find(|p| p.evaluations == evaluations) {
+        return Ok(Some(p.kld));
+    }
+    Ok(curve.windows(2).find(|w| w[0].evaluations < evaluations && evaluations < w[1].evaluations).map(|w| {
+        let (a, b) = (w[0], w[1]);
+        let t = (evaluations.ln() - a.evaluations.ln()) / (b.evaluations.ln() - a.evaluations.ln());
+        let logs = a.kld > 0.0 && b.kld > 0.0 && a.kld.is_finite() && b.kld.is_finite();
+        if logs {
+            (a.kld.ln() + t * (b.kld.ln() - a.kld.ln())).exp()
+        } else if a.kld.is_infinite() || b.kld.is_infinite() {
+            f64::INFINITY
+        } else {
+            a.kld + t * (b.kld - a.kld)
+        }
+    }))
+}
+
+/// The speedup of a method over a baseline (MD) at equal divergence, from one point of the
+/// method's curve; see [`speedup_at_equal_kld`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SpeedupEstimate {
+    /// The baseline's curve reaches the method's KLD within its range: `baseline_evaluations` is
+    /// where it first does (log-log interpolation) and `speedup = baseline_evaluations /
+    /// method evaluations`.
+    Interpolated {
+        /// Baseline evaluations needed for the method's KLD.
+        baseline_evaluations: f64,
+        /// Baseline evaluations divided by the method's.
+        speedup: f64,
+    },
+    /// The baseline never gets as low as the method's KLD within its range: it needs more than
+    /// `baseline_last_evaluations`, so the speedup is larger than `speedup_at_least` (not
+    /// extrapolated).
+    BeyondBaseline {
+        /// The baseline's last evaluation count.
+        baseline_last_evaluations: f64,
+        /// The lowest KLD on the baseline's curve.
+        baseline_lowest_kld: f64,
+        /// `baseline_last_evaluations / method evaluations`: a lower bound of the speedup.
+        speedup_at_least: f64,
+    },
+    /// The baseline's first point is already as low as the method's KLD: it needs at most
+    /// `baseline_first_evaluations`, so the speedup is at most `speedup_at_most`.
+    BeforeBaseline {
+        /// The baseline's first evaluation count.
+        baseline_first_evaluations: f64,
+        /// `baseline_first_evaluations / method evaluations`: an upper bound of the speedup.
+        speedup_at_most: f64,
+    },
+}
+
+impl SpeedupEstimate {
+    /// The speedup when it was interpolated, `None` when only a bound is known.
+    pub fn value(&self) -> Option<f64> {
+        match *self {
+            SpeedupEstimate::Interpolated { speedup, .. } => Some(speedup),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for SpeedupEstimate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            SpeedupEstimate::Interpolated { baseline_evaluations, speedup } => {
+                write!(f, "{speedup:.3} (the baseline needs {baseline_evaluations:.3e} evaluations)")
+            }
+            SpeedupEstimate::BeyondBaseline { baseline_last_evaluations, baseline_lowest_kld, speedup_at_least } => {
+                write!(
+                    f,
+                    "> {speedup_at_least:.3} (the baseline never reaches this KLD: lowest {baseline_lowest_kld:.4} \
+                     within {baseline_last_evaluations:.3e} evaluations; not extrapolated)"
+                )
+            }
+            SpeedupEstimate::BeforeBaseline { baseline_first_evaluations, speedup_at_most } => {
+                write!(
+                    f,
+                    "< {speedup_at_most:.3} (the baseline is already there at its first point, \
+                     {baseline_first_evaluations:.3e} evaluations)"
+                )
+            }
+        }
+    }
+}
+
+/// Speedup at equal KLD: the baseline (MD) evaluations needed to reach the method's KLD, found by
+/// log-log interpolation of the baseline's curve at its first crossing of that KLD
+/// ([`evaluations_to_reach`]), divided by the method's evaluations. When the baseline never
+/// reaches that KLD within its range, or is already below it at its first point, the result says
+/// so and gives a bound instead of extrapolating. Errors on an unusable curve (see [`kld_at`]) or
+/// a method point with non-positive evaluations or a NaN, negative or infinite KLD.
+///
+/// ```
+/// use cgflow::metrics::cost_curve::{speedup_at_equal_kld, CostPoint, SpeedupEstimate};
+/// let md = [CostPoint { evaluations: 1e6, kld: 1.0 }, CostPoint { evaluations: 1e8, kld: 0.01 }];
+/// // MD reaches 0.1 at 1e7 evaluations; the method needed 1e5: 100x.
+/// let s = speedup_at_equal_kld(&md, CostPoint { evaluations: 1e5, kld: 0.1 }).unwrap();
+/// assert!((s.value().unwrap() - 100.0).abs() < 1e-9);
+/// let beyond = speedup_at_equal_kld(&md, CostPoint { evaluations: 1e6, kld: 0.001 }).unwrap();
+/// assert_eq!(beyond.value(), None);
+/// assert!(matches!(beyond, SpeedupEstimate::BeyondBaseline { speedup_at_least, .. } if speedup_at_least == 100.0));
+/// ```
+pub fn speedup_at_equal_kld(baseline: &[CostPoint], method: CostPoint) -> Result<SpeedupEstimate> {
+    check_curve(baseline, "baseline curve")?;
+    if !(method.evaluations.is_finite() && method.evaluations > 0.0) {
+        return Err(Error::invalid(format!("method point: {} evaluations must be positive", method.evaluations)));
+    }
+    if !(method.kld.is_finite() && method.kld >= 0.0) {
+        return Err(Error::invalid(format!("method point: KLD {} must be finite and non-negative", method.kld)));
+    }
+    let first = baseline[0];
+    if first.kld <= method.kld {
+        return Ok(SpeedupEstimate::BeforeBaseline {
+            baseline_first_evaluations: first.evaluations,
+            speedup_at_most: first.evaluations / method.evaluations,
+        });
+    }
+    match evaluations_to_reach(baseline, method.kld) {
+        Some(e) => Ok(SpeedupEstimate::Interpolated { baseline_evaluations: e, speedup: e / method.evaluations }),
+        None => {
+            let last = baseline[baseline.len() - 1];
+            Ok(SpeedupEstimate::BeyondBaseline {
+                baseline_last_evaluations: last.evaluations,
+                baseline_lowest_kld: baseline.iter().map(|p| p.kld).fold(f64::INFINITY, f64::min),
+                speedup_at_least: last.evaluations / method.evaluations,
+            })
+        }
+    }
+}
+
+/// One curve from several that cover different ranges of evaluations, in order of preference
+/// (e.g. the mean over 8 independent groups of walkers first, then the whole run as one group,
+/// which reaches 8 times further): all points of the first curve, then the points of each next
+/// curve beyond the last evaluation count taken so far. Errors on no curves or an unusable one
+/// (see [`kld_at`]).
+///
+/// ```
+/// use cgflow::metrics::cost_curve::{stitch_curves, CostPoint};
+/// let p = |evaluations: f64, kld: f64| CostPoint { evaluations, kld };
+/// let groups = [p(1e3, 1.0), p(1e4, 0.5)];
+/// let whole = [p(8e3, 0.6), p(8e4, 0.2)];
+/// assert_eq!(stitch_curves(&[&groups, &whole]).unwrap(), vec![p(1e3, 1.0), p(1e4, 0.5), p(8e4, 0.2)]);
+/// ```
+pub fn stitch_curves(curves: &[&[CostPoint]]) -> Result<Vec<CostPoint>> {
+    if curves.is_empty() {
+        return Err(Error::invalid("no curves to stitch"));
+    }
+    let mut out: Vec<CostPoint> = Vec::new();
+    for curve in curves {
+        check_curve(curve, "curve to stitch")?;
+        let last = out.last().map_or(0.0, |p| p.evaluations);
+        out.extend(curve.iter().filter(|p| p.evaluations > last));
+    }
+    Ok(out)
+}
+
 /// Pointwise mean of several curves sampled at the same evaluation counts (KLD averaged
 /// arithmetically; +inf stays +inf).
 pub fn mean_curve(curves: &[Vec<CostPoint>]) -> Result<Vec<CostPoint>> {
@@ -152,6 +346,38 @@ pub fn mean_curve(curves: &[Vec<CostPoint>]) -> Result<Vec<CostPoint>> {
         .collect())
 }
 
+/// Pointwise standard error of the mean of several independent curves sampled at the same
+/// evaluation counts: `sqrt(sum (k - mean)^2 / (n (n - 1)))` in the `kld` field (`+inf` where a
+/// curve is infinite). Errors on fewer than two curves or curves that do not share their
+/// evaluation counts.
+///
+/// ```
+/// use cgflow::metrics::cost_curve::{standard_error_curve, CostPoint};
+/// let a = vec![CostPoint { evaluations: 10.0, kld: 1.0 }];
+/// let b = vec![CostPoint { evaluations: 10.0, kld: 3.0 }];
+/// // Sample std sqrt(2), over sqrt(2) curves: 1.
+/// assert!((standard_error_curve(&[a, b]).unwrap()[0].kld - 1.0).abs() < 1e-15);
+/// ```
+pub fn standard_error_curve(curves: &[Vec<CostPoint>]) -> Result<Vec<CostPoint>> {
+    if curves.len() < 2 {
+        return Err(Error::invalid("a standard error needs at least two curves"));
+    }
+    let mean = mean_curve(curves)?;
+    let n = curves.len() as f64;
+    Ok(mean
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let kld = if m.kld.is_finite() {
+                (curves.iter().map(|c| (c[i].kld - m.kld).powi(2)).sum::<f64>() / (n * (n - 1.0))).sqrt()
+            } else {
+                f64::INFINITY
+            };
+            CostPoint { evaluations: m.evaluations, kld }
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,19 +388,18 @@ mod tests {
         let pi = std::f32::consts::PI;
         let values = [-pi / 2.0, -pi / 2.0, pi / 2.0, pi / 2.0, -pi / 2.0, pi / 2.0, pi / 2.0, -pi / 2.0];
         let samples = WalkerSamples { values: &values, walkers: 2, steps_per_frame: 10 };
-        let reference = [0.25; 4];
-        let curve =
-            md_cost_curve(&reference, 2, &samples, 0..2, &[1, 2], EmptyBinRule::PseudoCount(1.0)).expect("curve");
+        let reference = KlReference::new(&[0.25; 4], BinGrid::dihedral(2), 0.0).expect("reference");
+        let curve = md_cost_curve(&reference, &samples, 0..2, &[1, 2], EmptyBinRule::PseudoCount(1.0)).expect("curve");
         // Frame 1: counts (1, 0, 0, 1) + 1 = (2, 1, 1, 2)/6: D = 0.25 ln(0.25/(1/3)) * 2 + 0.25 ln(0.25/(1/6)) * 2.
         let d1 = 0.5 * (0.75f64).ln() + 0.5 * (1.5f64).ln();
         assert!((curve[0].kld - d1).abs() < 1e-12 && curve[0].evaluations == 20.0);
         // Frame 2: every bin once: uniform, D = 0.
         assert!(curve[1].kld.abs() < 1e-12 && curve[1].evaluations == 40.0);
         let single =
-            md_cost_curve(&reference, 2, &samples, 1..2, &[2], EmptyBinRule::PseudoCount(1.0)).expect("one walker");
+            md_cost_curve(&reference, &samples, 1..2, &[2], EmptyBinRule::PseudoCount(1.0)).expect("one walker");
         assert_eq!(single[0].evaluations, 20.0);
-        assert!(md_cost_curve(&reference, 2, &samples, 0..3, &[1], EmptyBinRule::None).is_err());
-        assert!(md_cost_curve(&reference, 2, &samples, 0..2, &[3], EmptyBinRule::None).is_err());
+        assert!(md_cost_curve(&reference, &samples, 0..3, &[1], EmptyBinRule::None).is_err());
+        assert!(md_cost_curve(&reference, &samples, 0..2, &[3], EmptyBinRule::None).is_err());
     }
 
     #[test]
@@ -191,5 +416,94 @@ mod tests {
             .expect("mean");
         assert!((mean[1].kld - 0.02).abs() < 1e-15);
         assert!(mean_curve(&[]).is_err());
+        // Three curves 1, 2, 6 (x the first curve): mean 3, deviations -2, -1, 3: sum of squares 14,
+        // standard error sqrt(14 / 6).
+        let scaled = |f: f64| curve.iter().map(|p| CostPoint { kld: f * p.kld, ..*p }).collect::<Vec<_>>();
+        let sem = standard_error_curve(&[scaled(1.0), scaled(2.0), scaled(6.0)]).expect("sem");
+        assert!((sem[0].kld - (14.0f64 / 6.0).sqrt()).abs() < 1e-14);
+        assert!((sem[1].kld - 0.01 * (14.0f64 / 6.0).sqrt()).abs() < 1e-15);
+        assert!(standard_error_curve(&[curve.to_vec()]).is_err());
+    }
+
+    #[test]
+    fn interpolation_at_evaluations() {
+        let curve = [
+            CostPoint { evaluations: 1e2, kld: f64::INFINITY },
+            CostPoint { evaluations: 1e3, kld: 0.8 },
+            CostPoint { evaluations: 1e5, kld: 0.008 },
+            CostPoint { evaluations: 1e6, kld: 0.0 },
+        ];
+        // Log-log between (1e3, 0.8) and (1e5, 0.008): a power law of slope -1, so 1e4 -> 0.08 and
+        // 10^3.5 -> 0.8 / 10^0.5.
+        assert!((kld_at(&curve, 1e4).unwrap().unwrap() - 0.08).abs() < 1e-14);
+        assert!((kld_at(&curve, 10f64.powf(3.5)).unwrap().unwrap() - 0.8 / 10f64.sqrt()).abs() < 1e-14);
+        // Next to +inf the value is +inf; next to 0 the interpolation is linear in KLD:
+        // t = (ln 3e5 - ln 1e5) / ln 10 = log10(3), KLD = 0.008 (1 - t).
+        assert_eq!(kld_at(&curve, 5e2).unwrap(), Some(f64::INFINITY));
+        let t = 3f64.log10();
+        assert!((kld_at(&curve, 3e5).unwrap().unwrap() - 0.008 * (1.0 - t)).abs() < 1e-15);
+        assert_eq!(kld_at(&curve, 1e2).unwrap(), Some(f64::INFINITY));
+        assert_eq!(kld_at(&curve, 50.0).unwrap(), None);
+        assert_eq!(kld_at(&curve, 2e6).unwrap(), None);
+        assert!(kld_at(&curve, f64::NAN).is_err());
+        assert!(kld_at(&[], 1.0).is_err());
+        let backwards = [CostPoint { evaluations: 2.0, kld: 1.0 }, CostPoint { evaluations: 1.0, kld: 0.5 }];
+        assert!(kld_at(&backwards, 1.5).is_err());
+        assert!(kld_at(&[CostPoint { evaluations: 1.0, kld: f64::NAN }], 1.0).is_err());
+        assert!(kld_at(&[CostPoint { evaluations: 0.0, kld: 1.0 }], 1.0).is_err());
+    }
+
+    #[test]
+    fn speedup_at_equal_kld_by_hand() {
+        // MD: KLD = 100 / sqrt(evaluations) from 1e4 (1.0) to 1e8 (0.01), one point per decade,
+        // with a bump at 1e7 (noise) above the value at 1e6.
+        let md = [
+            CostPoint { evaluations: 1e4, kld: 1.0 },
+            CostPoint { evaluations: 1e5, kld: 0.316 },
+            CostPoint { evaluations: 1e6, kld: 0.1 },
+            CostPoint { evaluations: 1e7, kld: 0.12 },
+            CostPoint { evaluations: 1e8, kld: 0.01 },
+        ];
+        // KLD 0.2 is first reached between 1e5 and 1e6: ln e = ln 1e5 + ln(0.2/0.316)/ln(0.1/0.316) ln 10.
+        let s = speedup_at_equal_kld(&md, CostPoint { evaluations: 2e3, kld: 0.2 }).unwrap();
+        let t = (0.2f64 / 0.316).ln() / (0.1f64 / 0.316).ln();
+        let e = 1e5 * 10f64.powf(t);
+        match s {
+            SpeedupEstimate::Interpolated { baseline_evaluations, speedup } => {
+                assert!((baseline_evaluations / e - 1.0).abs() < 1e-12);
+                assert!((speedup - e / 2e3).abs() < 1e-9 * speedup);
+            }
+            other => panic!("expected an interpolated speedup, got {other:?}"),
+        }
+        // KLD 0.1 exactly at a point: the first crossing, 1e6 (the bump at 1e7 does not matter).
+        let s = speedup_at_equal_kld(&md, CostPoint { evaluations: 1e4, kld: 0.1 }).unwrap();
+        assert_eq!(s.value(), Some(100.0));
+        // KLD 0.11 lies between 1e7 and 1e8 too, but MD first gets there between 1e5 and 1e6.
+        let s = speedup_at_equal_kld(&md, CostPoint { evaluations: 1.0, kld: 0.11 }).unwrap();
+        assert!(s.value().unwrap() < 1e6);
+        // Lower than MD ever gets: a lower bound 1e8 / 1e6, said as such.
+        let s = speedup_at_equal_kld(&md, CostPoint { evaluations: 1e6, kld: 0.005 }).unwrap();
+        assert_eq!(
+            s,
+            SpeedupEstimate::BeyondBaseline {
+                baseline_last_evaluations: 1e8,
+                baseline_lowest_kld: 0.01,
+                speedup_at_least: 100.0
+            }
+        );
+        assert!(s.to_string().contains("never reaches"), "{s}");
+        // Higher than MD's first point: an upper bound 1e4 / 1e5.
+        let s = speedup_at_equal_kld(&md, CostPoint { evaluations: 1e5, kld: 2.0 }).unwrap();
+        assert_eq!(s, SpeedupEstimate::BeforeBaseline { baseline_first_evaluations: 1e4, speedup_at_most: 0.1 });
+        assert_eq!(s.value(), None);
+        for bad in [
+            CostPoint { evaluations: 0.0, kld: 0.1 },
+            CostPoint { evaluations: 1e3, kld: f64::NAN },
+            CostPoint { evaluations: 1e3, kld: f64::INFINITY },
+            CostPoint { evaluations: 1e3, kld: -0.1 },
+        ] {
+            assert!(speedup_at_equal_kld(&md, bad).is_err(), "{bad:?}");
+        }
+        assert!(speedup_at_equal_kld(&[], CostPoint { evaluations: 1.0, kld: 0.1 }).is_err());
     }
 }

@@ -705,6 +705,126 @@ pub fn smooth_periodic_2d(counts: &[f64], nx: usize, ny: usize, sigma_bins: f64)
     Ok(out)
 }
 
+/// Smooths a 1D histogram with a Gaussian kernel of width `sigma_bins` bins.
+///
+/// On a periodic line the kernel wraps around (as [`smooth_periodic_2d`] does in each direction).
+/// On an interval each bin spreads its count over the bins within 4 sigma that lie inside the
+/// interval, with weights `exp(-d^2 / (2 sigma^2))` renormalised over those bins, so nothing leaks
+/// past the ends and the total is preserved in both cases. `sigma_bins = 0` returns the input.
+/// Errors on an empty slice, a negative or non-finite sigma, or negative / non-finite counts.
+///
+/// ```
+/// use cgflow::metrics::histogram::smooth_1d;
+/// // A spike in the first bin of an interval: weights 1 and exp(-1/2) (bins 2, 3 lie beyond
+/// // 4 sigma = 1), normalised: nothing leaks past the left end.
+/// let s = smooth_1d(&[1.0, 0.0, 0.0, 0.0], false, 0.25).unwrap();
+/// let w = (-8.0f64).exp();
+/// assert!((s[0] - 1.0 / (1.0 + w)).abs() < 1e-15 && (s[1] - w / (1.0 + w)).abs() < 1e-15);
+/// assert_eq!(s[3], 0.0);
+/// // Periodic: the spike spreads to both neighbours, the last bin included.
+/// let s = smooth_1d(&[1.0, 0.0, 0.0, 0.0], true, 0.5).unwrap();
+/// assert!((s[1] - s[3]).abs() < 1e-15 && s[3] > 0.0);
+/// ```
+pub fn smooth_1d(counts: &[f64], periodic: bool, sigma_bins: f64) -> Result<Vec<f64>> {
+    if counts.is_empty() {
+        return Err(Error::invalid("smoothing: no bins"));
+    }
+    if periodic {
+        return smooth_periodic_2d(counts, 1, counts.len(), sigma_bins);
+    }
+    if !sigma_bins.is_finite() || sigma_bins < 0.0 {
+        return Err(Error::invalid(format!("smoothing: sigma {sigma_bins} bins must be finite and non-negative")));
+    }
+    check_counts(counts, "smoothing")?;
+    if sigma_bins == 0.0 {
+        return Ok(counts.to_vec());
+    }
+    let n = counts.len();
+    let reach = ((4.0 * sigma_bins).floor() as usize).min(n - 1);
+    let weight = |d: usize| (-0.5 * (d as f64 / sigma_bins).powi(2)).exp();
+    let mut out = vec![0.0; n];
+    for (i, &c) in counts.iter().enumerate() {
+        if c == 0.0 {
+            continue;
+        }
+        let (lo, hi) = (i.saturating_sub(reach), (i + reach).min(n - 1));
+        let total: f64 = (lo..=hi).map(|j| weight(i.abs_diff(j))).sum();
+        for (j, o) in out.iter_mut().enumerate().take(hi + 1).skip(lo) {
+            *o += c * weight(i.abs_diff(j)) / total;
+        }
+    }
+    Ok(out)
+}
+
+/// The shape of a set of histogram bins, as far as smoothing needs it: a line of bins (periodic
+/// or not) or a periodic 2D grid stored row-major.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinGrid {
+    /// `bins` bins along one coordinate.
+    Line {
+        /// Number of bins.
+        bins: usize,
+        /// Whether the last bin neighbours the first.
+        periodic: bool,
+    },
+    /// `nx` x `ny` bins periodic in both directions (e.g. (phi, psi)), row-major.
+    Periodic2d {
+        /// Bins along the first coordinate (rows).
+        nx: usize,
+        /// Bins along the second coordinate (columns).
+        ny: usize,
+    },
+}
+
+impl BinGrid {
+    /// The `bins` x `bins` grid over `[-pi, pi)^2` of the (phi, psi) PMF.
+    ///
+    /// ```
+    /// use cgflow::metrics::BinGrid;
+    /// assert_eq!(BinGrid::dihedral(100).size(), 10_000);
+    /// ```
+    pub fn dihedral(bins: usize) -> BinGrid {
+        BinGrid::Periodic2d { nx: bins, ny: bins }
+    }
+
+    /// The number of bins.
+    ///
+    /// ```
+    /// use cgflow::metrics::BinGrid;
+    /// assert_eq!(BinGrid::Line { bins: 100, periodic: false }.size(), 100);
+    /// ```
+    pub fn size(&self) -> usize {
+        match *self {
+            BinGrid::Line { bins, .. } => bins,
+            BinGrid::Periodic2d { nx, ny } => nx.saturating_mul(ny),
+        }
+    }
+
+    /// Gaussian smoothing over this grid with `sigma_bins` bins in every direction
+    /// ([`smooth_1d`] or [`smooth_periodic_2d`]); the total is preserved. Errors when `values` does
+    /// not have [`BinGrid::size`] entries and as those functions do.
+    ///
+    /// ```
+    /// use cgflow::metrics::BinGrid;
+    /// let s = BinGrid::dihedral(4).smooth(&[1.0; 16], 1.0).unwrap();
+    /// assert!(s.iter().all(|v| (v - 1.0).abs() < 1e-14));
+    /// assert!(BinGrid::dihedral(4).smooth(&[1.0; 15], 1.0).is_err());
+    /// ```
+    pub fn smooth(&self, values: &[f64], sigma_bins: f64) -> Result<Vec<f64>> {
+        if values.len() != self.size() || values.is_empty() {
+            return Err(Error::invalid(format!(
+                "smoothing: {} values for a grid of {} bins",
+                values.len(),
+                self.size()
+            )));
+        }
+        match *self {
+            BinGrid::Line { periodic, .. } => smooth_1d(values, periodic, sigma_bins),
+            BinGrid::Periodic2d { nx, ny } => smooth_periodic_2d(values, nx, ny, sigma_bins),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -883,5 +1003,36 @@ mod tests {
         // A uniform field stays uniform.
         let s = smooth_periodic_2d(&[2.0; 12], 3, 4, 1.3).unwrap();
         assert!(s.iter().all(|v| close(*v, 2.0, 1e-14)));
+    }
+
+    #[test]
+    fn smoothing_on_an_interval_keeps_the_mass_inside() {
+        // sigma 1, 10 bins; a spike in bin 1: neighbours at d = 0..4 inside, except d = -2..-4.
+        let mut c = vec![0.0; 10];
+        c[1] = 2.0;
+        let s = smooth_1d(&c, false, 1.0).unwrap();
+        let g = |d: f64| (-0.5 * d * d).exp();
+        let z = g(1.0) + 1.0 + g(1.0) + g(2.0) + g(3.0) + g(4.0); // bins 0..=5
+        assert!(close(s[1], 2.0 / z, 1e-15));
+        assert!(close(s[0], 2.0 * g(1.0) / z, 1e-15) && close(s[0], s[2], 1e-15));
+        assert!(close(s[5], 2.0 * g(4.0) / z, 1e-15));
+        assert_eq!(s[6], 0.0);
+        assert!(close(s.iter().sum::<f64>(), 2.0, 1e-14));
+        // A spike in the middle of a long line is the plain (untruncated) kernel.
+        let mut c = vec![0.0; 20];
+        c[10] = 1.0;
+        let s = smooth_1d(&c, false, 1.0).unwrap();
+        let z = 1.0 + 2.0 * (g(1.0) + g(2.0) + g(3.0) + g(4.0));
+        assert!(close(s[12], g(2.0) / z, 1e-15));
+        // Periodic lines agree with the 2D periodic smoothing of a single row.
+        let c: Vec<f64> = (0..12).map(|i| (i * i % 7) as f64).collect();
+        assert_eq!(smooth_1d(&c, true, 1.5).unwrap(), smooth_periodic_2d(&c, 1, 12, 1.5).unwrap());
+        assert_eq!(smooth_1d(&c, false, 0.0).unwrap(), c);
+        assert!(smooth_1d(&[], false, 1.0).is_err());
+        assert!(smooth_1d(&[1.0, -1.0], false, 1.0).is_err());
+        assert!(smooth_1d(&[1.0], false, f64::INFINITY).is_err());
+        let grid = BinGrid::Line { bins: 12, periodic: false };
+        assert_eq!(grid.smooth(&c, 1.5).unwrap(), smooth_1d(&c, false, 1.5).unwrap());
+        assert!(grid.smooth(&c[..11], 1.5).is_err());
     }
 }

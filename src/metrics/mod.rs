@@ -2,11 +2,13 @@
 //! sizes.
 //!
 //! - [`histogram`]: [`Axis`] (periodic or not), [`Histogram1d`], [`Histogram2d`], conversions
-//!   between free energies (kT) and bin probabilities, periodic Gaussian smoothing.
+//!   between free energies (kT) and bin probabilities, Gaussian smoothing over a [`BinGrid`].
 //! - [`divergence`]: the PMF accuracy metric, the forward KL divergence `D(ref || model)` over
-//!   histogram bins, with an explicit [`EmptyBinRule`] for model histograms and the noise floor of a
-//!   finite reference.
-//! - [`cost_curve`]: KLD against energy evaluations, curves averaged over runs, speedup at equal KLD.
+//!   histogram bins, with an explicit [`EmptyBinRule`] for model histograms (pseudo-count or kernel
+//!   smoothing), a [`KlReference`] compared at a chosen kernel resolution, and the noise floor of a
+//!   finite reference (from theory, or measured by its two halves).
+//! - [`cost_curve`]: KLD against energy evaluations, curves averaged over runs, interpolation, and
+//!   the speedup at equal KLD (with bounds, never extrapolated).
 //! - [`quadrature`]: adaptive Gauss-Kronrod integration and the exact Müller-Brown and double-well
 //!   free energies.
 //! - [`weights`]: log-space importance weights: [`log_sum_exp`], [`effective_sample_size`], the
@@ -22,10 +24,12 @@ pub mod quadrature;
 pub mod weights;
 
 pub use divergence::{
-    histogram_noise_floor, kl_divergence, kl_to_free_energy, kl_to_histogram, occupied_bins, EmptyBinRule,
+    halves_noise_floor, histogram_noise_floor, kl_divergence, kl_to_free_energy, kl_to_histogram, occupied_bins,
+    EmptyBinRule, HalvesNoiseFloor, KlReference, DEFAULT_SMOOTHING_FLOOR,
 };
 pub use histogram::{
-    free_energy_from_probabilities, probabilities_from_free_energy, smooth_periodic_2d, Axis, Histogram1d, Histogram2d,
+    free_energy_from_probabilities, probabilities_from_free_energy, smooth_1d, smooth_periodic_2d, Axis, BinGrid,
+    Histogram1d, Histogram2d,
 };
 pub use weights::{
     clip_top_k_log_weights, effective_sample_size, free_energy_from_log_weights, free_energy_with_top_k_clipped,

@@ -1,0 +1,324 @@
+//! Cost curves and speedups: `cgflow compare` on a tiny MD run with hand-computed divergences, the
+//! Müller-Brown Metropolis baseline against the exact PMF (itself checked against an independent
+//! quadrature), and clean errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use cgflow::energy::toy::MullerBrown;
+use cgflow::md::mc_baseline::{muller_brown_mc_curves, muller_brown_reference, MbMcConfig};
+use cgflow::metrics::quadrature::{muller_brown_bin_probabilities, muller_brown_pmf};
+use cgflow::metrics::{kl_divergence, EmptyBinRule};
+
+fn cgflow(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cgflow")).args(args).output().expect("run cgflow")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Runs cgflow expecting a clean failure (exit 1, "error: ...", no panic); returns stderr.
+fn failing(args: &[&str]) -> String {
+    let out = cgflow(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "expected exit 1; stderr: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// D(p || q) with q normalised, written out by hand for the tests.
+fn kl(p: &[f64], q: &[f64]) -> f64 {
+    let total: f64 = q.iter().sum();
+    p.iter().zip(q).filter(|(a, _)| **a > 0.0).map(|(a, b)| a * (a / (b / total)).ln()).sum()
+}
+
+/// A rule of the tiny run: KLD of the reference to a histogram of counts.
+type Rule = fn(&[f64; 4]) -> f64;
+
+/// pseudo-count:1 by hand.
+fn pseudo_count_1(c: &[f64; 4]) -> f64 {
+    kl(&P, &c.map(|x| x + 1.0))
+}
+
+/// smooth:0:0.1 by hand: no kernel, q = 0.9 c / n + 0.1 / 4.
+fn floor_only(c: &[f64; 4]) -> f64 {
+    let n: f64 = c.iter().sum();
+    kl(&P, &c.map(|x| 0.9 * x / n + 0.1 / 4.0))
+}
+
+/// The reference of the tiny run: 2 x 2 bins over [-pi, pi)^2.
+const P: [f64; 4] = [0.4, 0.1, 0.1, 0.4];
+
+/// A `cgflow md` folder with 2 walkers and 4 frames of 10 steps (45 steps run: the last 5 are not
+/// recorded). Bins (row-major, phi-major): walker 0 visits 0, 1, 0, 0; walker 1 visits 3, 3, 2, 3.
+fn tiny_run(dir: &Path, steps: u64) {
+    let (neg, pos) = (-1.0f32, 1.0f32);
+    let bin = |b: usize| [if b / 2 == 0 { neg } else { pos }, if b % 2 == 0 { neg } else { pos }];
+    let (w0, w1) = ([0, 1, 0, 0], [3, 3, 2, 3]);
+    let mut bytes = Vec::new();
+    for f in 0..4 {
+        for value in bin(w0[f]).iter().chain(&bin(w1[f])) {
+            bytes.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("cv.f32"), bytes).unwrap();
+    let description = serde_json::json!({"walkers": 2, "cvs": [[4, 6, 8, 14], [6, 8, 14, 16]], "steps_per_frame": 10,
+        "frames": 4, "steps": steps, "system_fingerprint": "0"});
+    std::fs::write(dir.join("cv.json"), description.to_string()).unwrap();
+}
+
+#[test]
+fn compare_on_a_tiny_run_matches_hand_computed_divergences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let md = tmp.path().join("md");
+    tiny_run(&md, 45);
+    let reference = tmp.path().join("reference_probabilities.npy");
+    cgflow::io::npy::write_npy(&reference, &[2, 2], &P).unwrap();
+    // Halves next to the reference give the noise floor: KL(h1 || h2) by hand.
+    cgflow::io::npy::write_npy(&tmp.path().join("half1_probabilities.npy"), &[2, 2], &P).unwrap();
+    cgflow::io::npy::write_npy(&tmp.path().join("half2_probabilities.npy"), &[2, 2], &[0.25; 4]).unwrap();
+    let method = tmp.path().join("method.csv");
+    std::fs::write(&method, "evaluations,kld\n# two points\n4, 0.03\n4 2.0\n").unwrap();
+    let out_json = tmp.path().join("curve.json");
+    let png = tmp.path().join("curve.png");
+    let out = cgflow(&[
+        "compare",
+        "--reference",
+        path(&reference),
+        "--md",
+        path(&md),
+        "--groups",
+        "1,2",
+        "--empty-bins",
+        "pseudo-count:1,smooth:0:0.1",
+        "--milestones",
+        "25,70,1000",
+        "--method-points",
+        path(&method),
+        "--kld-levels",
+        "0.03",
+        "--out",
+        path(&out_json),
+        "--plot",
+        path(&png),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
+
+    // Cumulative counts of both walkers after frames 1..4, and of each walker alone.
+    let both = [[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, 2.0], [2.0, 1.0, 1.0, 2.0], [3.0, 1.0, 1.0, 3.0]];
+    let w0 = [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [2.0, 1.0, 0.0, 0.0], [3.0, 1.0, 0.0, 0.0]];
+    let w1 = [[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 2.0], [0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 1.0, 3.0]];
+    let rules: [Rule; 2] = [pseudo_count_1, floor_only];
+    for (r, rule) in rules.iter().enumerate() {
+        // Stitched: the mean of 2 groups (1 walker each) at 10, 20, 30, 40 evaluations, then the
+        // whole run (2 walkers) beyond: 60, 80.
+        let mut expected: Vec<[f64; 2]> =
+            (0..4).map(|f| [10.0 * (f + 1) as f64, 0.5 * (rule(&w0[f]) + rule(&w1[f]))]).collect();
+        expected.push([60.0, rule(&both[2])]);
+        expected.push([80.0, rule(&both[3])]);
+        let stitched = v["rules"][r]["stitched"].as_array().unwrap();
+        assert_eq!(stitched.len(), expected.len());
+        for (got, want) in stitched.iter().zip(&expected) {
+            assert_eq!(got[0].as_f64().unwrap(), want[0]);
+            assert!((got[1].as_f64().unwrap() - want[1]).abs() < 1e-12, "rule {r}: {got} vs {want:?}");
+        }
+        // Milestones: 25 between 20 and 30 (log-log) from the 2 groups; 70 from the whole run;
+        // 1000 beyond the curve: null, not extrapolated.
+        let loglog = |e: f64, a: [f64; 2], b: [f64; 2]| {
+            let t = (e / a[0]).ln() / (b[0] / a[0]).ln();
+            (a[1].ln() + t * (b[1] / a[1]).ln()).exp()
+        };
+        let m = &v["rules"][r]["milestones"];
+        assert!((m[0]["kld"].as_f64().unwrap() - loglog(25.0, expected[1], expected[2])).abs() < 1e-12);
+        assert_eq!(m[0]["from"], "mean of 2 groups of 1 walkers");
+        assert!((m[1]["kld"].as_f64().unwrap() - loglog(70.0, expected[4], expected[5])).abs() < 1e-12);
+        assert_eq!(m[1]["from"], "the whole run (2 walkers)");
+        assert!(m[2]["kld"].is_null());
+        assert_eq!(v["rules"][r]["end_of_run"]["evaluations_histogrammed"], 80.0);
+        // The method's second point (KLD 2) is above the baseline's first: an upper bound 10 / 4.
+        let s = &v["rules"][r]["speedups"][1];
+        assert_eq!(s["speedup_at_most"], 2.5);
+    }
+    assert_eq!(v["end_of_run_evaluations_made"], 90.0);
+    // KLD 0.03 with 4 evaluations: pseudo-count MD never gets that low (lowest 0.0437 at 80): a
+    // lower bound 80 / 4; smooth MD crosses it between 60 (0.054) and 80 (0.015).
+    assert!(rules[0](&both[3]) > 0.03 && rules[1](&both[2]) > 0.03 && rules[1](&both[3]) < 0.03);
+    assert_eq!(v["rules"][0]["speedups"][0]["speedup_at_least"], 20.0);
+    assert!(stdout.contains("never reaches"), "{stdout}");
+    let (a, b) = (rules[1](&both[2]), rules[1](&both[3]));
+    let e = (60f64.ln() + (0.03 / a).ln() / (b / a).ln() * (80.0f64 / 60.0).ln()).exp();
+    let speedup = v["rules"][1]["speedups"][0]["speedup"].as_f64().unwrap();
+    assert!((speedup / (e / 4.0) - 1.0).abs() < 1e-12, "{speedup} vs {}", e / 4.0);
+    // The same crossing as the evaluations MD needs for KLD 0.03 (none under the pseudo-count).
+    let reach = v["rules"][1]["evaluations_to_reach"][0]["evaluations"].as_f64().unwrap();
+    assert!((reach / e - 1.0).abs() < 1e-12);
+    assert!(v["rules"][0]["evaluations_to_reach"][0]["evaluations"].is_null());
+    // The noise floor: KL(h1 || h2) = 0.8 ln 1.6 + 0.2 ln 0.4; the whole reference a quarter of it.
+    let halves = 0.8 * 1.6f64.ln() + 0.2 * 0.4f64.ln();
+    assert!((v["noise_floor"]["kld_halves"].as_f64().unwrap() - halves).abs() < 1e-14);
+    assert!((v["noise_floor"]["floor_whole_reference"].as_f64().unwrap() - halves / 4.0).abs() < 1e-14);
+    // The smoothing rule's own bias: the reference itself through the floor, 0.9 p + 0.025.
+    let bias = kl(&P, &P.map(|x| 0.9 * x + 0.025));
+    assert!((v["rules"][1]["rule_bias"].as_f64().unwrap() - bias).abs() < 1e-14);
+    assert_eq!(v["rules"][0]["rule_bias"], 0.0);
+}
+
+#[test]
+fn compare_refuses_bad_input_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let md = tmp.path().join("md");
+    tiny_run(&md, 40);
+    let reference = tmp.path().join("p.npy");
+    cgflow::io::npy::write_npy(&reference, &[2, 2], &P).unwrap();
+    let base = ["compare", "--reference", path(&reference), "--md", path(&md)];
+    let with = |extra: &[&str]| -> Vec<String> { base.iter().chain(extra).map(|s| s.to_string()).collect() };
+    let run = |extra: &[&str]| {
+        let args = with(extra);
+        failing(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    assert!(run(&["--empty-bins", "smooth:-1"]).contains("smoothing width"));
+    assert!(run(&["--empty-bins", "laplace"]).contains("empty-bin rule 'laplace'"));
+    assert!(run(&["--groups", "3"]).contains("--groups"));
+    assert!(run(&["--kld-levels", "0.1,0"]).contains("--kld-levels"));
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(&bad, "1e6,0.1\n1e7\n").unwrap();
+    assert!(run(&["--method-points", path(&bad)]).contains("line 2"));
+    std::fs::write(&bad, "[[1e6, -0.1]]").unwrap();
+    assert!(run(&["--method-points", path(&bad)]).contains("point 0"));
+    std::fs::write(&bad, "{\"other\": []}").unwrap();
+    assert!(run(&["--method-points", path(&bad)]).contains("no array"));
+    // A square reference of the wrong size for nothing else: a 3-bin vector is refused.
+    let flat = tmp.path().join("flat.npy");
+    cgflow::io::npy::write_npy(&flat, &[3], &[0.2, 0.3, 0.5]).unwrap();
+    let args = ["compare", "--reference", path(&flat), "--md", path(&md)];
+    assert!(failing(&args).contains("square"));
+    // A CV file shorter than cv.json announces.
+    let bytes = std::fs::read(md.join("cv.f32")).unwrap();
+    std::fs::write(md.join("cv.f32"), &bytes[..bytes.len() - 4]).unwrap();
+    assert!(run(&[]).contains("truncated"));
+    // Without --muller-brown the reference and the run are required (clap's own error, exit 2).
+    let out = cgflow(&["compare"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn muller_brown_pmf_matches_an_independent_simpson_quadrature() {
+    // A(s) = -ln int exp(-u(s, s_perp)) ds_perp by composite Simpson over s_perp in [-6, 8]
+    // (the density is below e^-100 of its peak outside), h = 0.002.
+    let mb = MullerBrown::default();
+    let marginal = |s: f64| {
+        let (a, b, n) = (-6.0, 8.0, 7000);
+        let h = (b - a) / n as f64;
+        let f = |i: usize| (-mb.energy_cg(s, a + i as f64 * h)).exp();
+        let inner: f64 = (1..n).map(|i| f(i) * if i % 2 == 1 { 4.0 } else { 2.0 }).sum();
+        (f(0) + f(n) + inner) * h / 3.0
+    };
+    let points = [-2.0, -1.2, -0.5, 0.6, 1.0];
+    let exact = muller_brown_pmf(&mb, &points);
+    let simpson: Vec<f64> = points.iter().map(|&s| -marginal(s).ln() + marginal(-2.0).ln()).collect();
+    for ((s, a), b) in points.iter().zip(&exact).zip(&simpson) {
+        assert!((a - b).abs() < 1e-9, "A({s}): adaptive {a} vs Simpson {b}");
+    }
+    // Bin probabilities: Simpson in s too (64 panels per bin of 0.036) over 20 of the 100 bins,
+    // normalised by the same sum; compare with the adaptive values scaled by the same bins' total.
+    let p = muller_brown_bin_probabilities(&mb, 100);
+    let width = 0.036;
+    let bins: Vec<usize> = (0..100).step_by(5).collect();
+    let mass: Vec<f64> = bins
+        .iter()
+        .map(|&i| {
+            let lo = -2.5 + i as f64 * width;
+            let h = width / 64.0;
+            let f = |k: usize| marginal(lo + k as f64 * h);
+            (f(0) + f(64) + (1..64).map(|k| f(k) * if k % 2 == 1 { 4.0 } else { 2.0 }).sum::<f64>()) * h / 3.0
+        })
+        .collect();
+    let total_simpson: f64 = mass.iter().sum();
+    let total_adaptive: f64 = bins.iter().map(|&i| p[i]).sum();
+    for (&i, m) in bins.iter().zip(&mass) {
+        let (a, b) = (p[i] / total_adaptive, m / total_simpson);
+        assert!((a - b).abs() < 2e-9 * a, "bin {i}: adaptive {a} vs Simpson {b}");
+    }
+}
+
+#[test]
+fn muller_brown_metropolis_baseline_converges_towards_the_exact_pmf() {
+    let mb = MullerBrown::default();
+    let reference = muller_brown_reference(&mb, 100).unwrap();
+    let rules = [EmptyBinRule::PseudoCount(1.0), EmptyBinRule::smooth(0.5)];
+    // Small budget: 4 runs of 8 chains x 20,000 proposals from the global minimum.
+    let small = MbMcConfig { runs: 4, chains: 8, steps_per_chain: 20_000, per_decade: 4, ..MbMcConfig::default() };
+    let curves = muller_brown_mc_curves(&mb, &reference, &small, &rules).unwrap();
+    assert_eq!(curves.evaluations_per_run, 8 * 20_001);
+    for (rule, mean) in rules.iter().zip(&curves.mean) {
+        let first = mean.first().unwrap();
+        let last = mean.last().unwrap();
+        assert_eq!(first.evaluations, 16.0);
+        assert_eq!(last.evaluations, 160_008.0);
+        assert!(last.kld < first.kld / 3.0, "{rule}: {first:?} -> {last:?}");
+        // Every run's curve is its own: the mean is their average.
+        let runs = &curves.runs[rules.iter().position(|r| r == rule).unwrap()];
+        let avg = runs.iter().map(|c| c.last().unwrap().kld).sum::<f64>() / runs.len() as f64;
+        assert!((avg - last.kld).abs() < 1e-15);
+    }
+    assert!(curves.acceptance_rate > 0.3 && curves.acceptance_rate < 0.7, "{}", curves.acceptance_rate);
+
+    // Long budget: 4 runs of 8 chains x 500,000 proposals (4e6 evaluations per run). Bounds from
+    // the exact bin probabilities p, for N = 4e6 recorded states with pseudo-count 1:
+    // - above: a sampler stuck in the start basin (s < s_b, the PMF maximum between the two lower
+    //   basins) gives q = (N p / P_start [in the basin] + 1) / (N + K); the baseline must have left it
+    //   and weighted the other basins well enough to be 20 times below that;
+    // - below: independent samples would still leave (K_occupied - 1) / (2 N).
+    let long = MbMcConfig { runs: 4, chains: 8, steps_per_chain: 500_000, per_decade: 1, ..MbMcConfig::default() };
+    let curves = muller_brown_mc_curves(&mb, &reference, &long, &rules[..1]).unwrap();
+    let kld = curves.mean[0].last().unwrap().kld;
+    let p = muller_brown_bin_probabilities(&mb, 100);
+    let centres: Vec<f64> = (0..100).map(|i| -2.5 + (i as f64 + 0.5) * 0.036).collect();
+    let a = muller_brown_pmf(&mb, &centres);
+    let barrier = (1..99).filter(|&i| centres[i] < -1.0 && a[i] > a[i - 1] && a[i] > a[i + 1]).max().unwrap();
+    let n = 4.0e6;
+    let start_basin: f64 = p[..barrier].iter().sum();
+    let stuck: Vec<f64> = (0..100).map(|i| if i < barrier { n * p[i] / start_basin + 1.0 } else { 1.0 }).collect();
+    let stuck_kld = kl_divergence(&p, &stuck).unwrap();
+    let floor = (p.iter().filter(|x| **x > 0.0).count() - 1) as f64 / (2.0 * n);
+    // Measured (seeded): KLD 0.0044, stuck 0.18, floor 1.2e-5.
+    assert!(stuck_kld > 0.1, "stuck in the start basin: {stuck_kld}");
+    assert!(kld < stuck_kld / 20.0 && kld > floor, "KLD {kld}: bounds ({floor}, {})", stuck_kld / 20.0);
+}
+
+#[test]
+fn compare_muller_brown_writes_a_curve_and_a_plot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("mb.json");
+    let png = tmp.path().join("mb.png");
+    let out = cgflow(&[
+        "compare",
+        "--muller-brown",
+        "--mb-runs",
+        "2",
+        "--mb-chains",
+        "2",
+        "--mb-steps",
+        "2000",
+        "--empty-bins",
+        "pseudo-count:1",
+        "--out",
+        path(&json),
+        "--plot",
+        path(&png),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["baseline"]["evaluations_per_run"], 4002);
+    let stitched = v["rules"][0]["stitched"].as_array().unwrap();
+    assert_eq!(stitched.last().unwrap()[0], 4002.0);
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+    assert!(failing(&["compare", "--muller-brown", "--mb-start", "1"]).contains("--mb-start"));
+    assert!(failing(&["compare", "--muller-brown", "--mb-runs", "0"]).contains("must be positive"));
+}

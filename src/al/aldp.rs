@@ -116,6 +116,11 @@ pub struct LabelConfig {
     /// Z = exp(-F) by their effective sample sizes (true), or keep only the newest (false).
     /// Estimates from early, poor flows have small ESS and so little weight.
     pub accumulate: bool,
+    /// Labels more than this many kT above the lowest label are lowered to it before the fit
+    /// (None: never). Points on barriers where every sample clashes give labels of 1e4 kT and
+    /// more, which would dominate the squared error of the fit while their true value is
+    /// irrelevant to any probability.
+    pub cap_kt: Option<f64>,
 }
 
 /// The uncertainty search and how new points are added.
@@ -228,7 +233,7 @@ impl AldpAlConfig {
                 max_grad_norm: 1000.0,
                 regularize_above_kt: Some(1000.0),
             },
-            labels: LabelConfig { samples: 100, clip_top_k: 3, refresh_all: true, accumulate: false },
+            labels: LabelConfig { samples: 100, clip_top_k: 3, refresh_all: true, accumulate: false, cap_kt: None },
             ensemble: EnsembleConfig::reference(),
             search: AldpSearchConfig {
                 chains: 200,
@@ -271,7 +276,13 @@ impl AldpAlConfig {
                 max_grad_norm: 100.0,
                 regularize_above_kt: Some(300.0),
             },
-            labels: LabelConfig { samples: 48, clip_top_k: 1, refresh_all: false, accumulate: true },
+            labels: LabelConfig {
+                samples: 48,
+                clip_top_k: 1,
+                refresh_all: false,
+                accumulate: true,
+                cap_kt: Some(30.0),
+            },
             ensemble: EnsembleConfig { epochs: 300, hidden: vec![128, 64, 32], ..EnsembleConfig::fast() },
             search: AldpSearchConfig {
                 threshold_kt: 0.5,
@@ -302,7 +313,7 @@ impl AldpAlConfig {
                 batch: 64,
                 ..fast.energy_training
             },
-            labels: LabelConfig { samples: 16, clip_top_k: 2, refresh_all: true, accumulate: false },
+            labels: LabelConfig { samples: 16, clip_top_k: 2, refresh_all: true, accumulate: false, cap_kt: None },
             ensemble: EnsembleConfig { members: 3, hidden: vec![16, 8], epochs: 50, ..EnsembleConfig::fast() },
             search: AldpSearchConfig {
                 chains: 20,
@@ -422,13 +433,29 @@ pub struct AldpIteration {
     pub label_ess_fraction: f64,
     /// Points whose label could not be estimated (every sample invalid); left out of the fit.
     pub unlabelled: usize,
-    /// Root-mean-square error of the ensemble mean on the test labels (kT, after the best
-    /// constant shift).
+    /// Root-mean-square error of the ensemble mean on the test labels below the cap (kT, after
+    /// the best constant shift).
     pub test_rmse_kt: Option<f64>,
     /// New centres (degrees) found by the search; empty when the run has converged.
     pub new_centres_deg: Vec<[f64; 2]>,
     /// Metropolis steps the search took.
     pub search_steps: u64,
+    /// Wall time of this iteration by phase (s).
+    #[serde(default)]
+    pub phase_s: PhaseTimes,
+}
+
+/// Wall time of one iteration by phase (s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTimes {
+    /// Training by energy (flow and OpenMM).
+    pub energy_training: f64,
+    /// Labels of training and test points (flow sampling and OpenMM).
+    pub labels: f64,
+    /// PMF ensemble fit.
+    pub ensemble_fit: f64,
+    /// KLD, uncertainty search, selection and spreading.
+    pub search: f64,
 }
 
 /// Which experiment a state belongs to.
@@ -735,7 +762,11 @@ impl AldpAl {
             AlMode::ActiveLearning => config.energy_training.epochs,
             AlMode::Grid => config.grid.epochs,
         };
+        let mut phase_s = PhaseTimes::default();
+        let phase_clock = Instant::now();
         let (energy_loss, d_fraction) = self.train_by_energy(state, &pool_points, epochs, &mut rng, progress)?;
+        phase_s.energy_training = phase_clock.elapsed().as_secs_f64();
+        let phase_clock = Instant::now();
 
         // Labels of every training point (or of the pool only, see `LabelConfig::refresh_all`)
         // with the current flow, and of the newest test points.
@@ -786,16 +817,24 @@ impl AldpAl {
             return Err(Error::invalid("no training point could be labelled: every flow sample was invalid"));
         }
         let unlabelled = points.train_labels.len() - labelled.len();
+        let lowest = labelled.iter().map(|(_, l)| *l).fold(f64::INFINITY, f64::min);
+        let cap = config.labels.cap_kt.map_or(f64::INFINITY, |c| lowest + c);
+        let labelled: Vec<(usize, f64)> = labelled.into_iter().map(|(i, l)| (i, l.min(cap))).collect();
         let offset = labelled.iter().map(|(_, l)| l).sum::<f64>() / labelled.len() as f64;
         let fit_points: Vec<f64> = labelled.iter().flat_map(|&(i, _)| points.train[i]).collect();
         let fit_labels: Vec<f64> = labelled.iter().map(|(_, l)| l - offset).collect();
+        phase_s.labels = phase_clock.elapsed().as_secs_f64();
+        let phase_clock = Instant::now();
         progress(AlEvent::Phase { name: "PMF ensemble fit", total: 1 });
         state.ensemble.fit(&fit_points, &fit_labels)?;
+        phase_s.ensemble_fit = phase_clock.elapsed().as_secs_f64();
+        let phase_clock = Instant::now();
         progress(AlEvent::Advance(1));
         let ess: Vec<f64> = fresh.iter().flatten().map(|(_, e)| *e).collect();
         let label_ess_fraction = ess.iter().sum::<f64>() / ess.len().max(1) as f64 / config.labels.samples as f64;
 
-        let test_rmse_kt = self.test_rmse(&state.ensemble, &state.points.test, &state.points.test_labels)?;
+        let test_labels: Vec<Option<f64>> = state.points.test_labels.iter().map(|l| l.filter(|&f| f <= cap)).collect();
+        let test_rmse_kt = self.test_rmse(&state.ensemble, &state.points.test, &test_labels)?;
         let kld = match &self.reference_probabilities {
             Some(p) => {
                 let (mean, _) = state.ensemble.predict(&flat(&grid_centres(100)))?;
@@ -870,6 +909,7 @@ impl AldpAl {
             test_rmse_kt,
             new_centres_deg: picked.iter().map(|&p| deg(p)).collect(),
             search_steps,
+            phase_s: PhaseTimes { search: phase_clock.elapsed().as_secs_f64(), ..phase_s },
         };
         state.log.push(entry.clone());
         progress(AlEvent::Iteration(entry.clone()));

@@ -536,9 +536,20 @@ fn speedup_to_json(p: &CostPoint, s: &SpeedupEstimate) -> serde_json::Value {
 /// Reads a method's (evaluations, KLD) points from CSV or JSON (see `--method-points`).
 fn read_method_points(path: &Path) -> Result<Vec<CostPoint>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let json_lines = path.extension().is_some_and(|e| e == "jsonl");
     let points = if text.trim_start().starts_with(['[', '{']) {
-        let value: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+        // JSON Lines (an active-learning `log.jsonl`): one object per line, read as an array.
+        let value: serde_json::Value = if json_lines {
+            let rows = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(serde_json::from_str)
+                .collect::<std::result::Result<Vec<serde_json::Value>, _>>()
+                .with_context(|| format!("{} is not valid JSON Lines", path.display()))?;
+            serde_json::Value::Array(rows)
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?
+        };
         let array = match &value {
             serde_json::Value::Array(a) => a,
             serde_json::Value::Object(o) => ["log", "points", "iterations"]

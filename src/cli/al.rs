@@ -79,7 +79,7 @@ fn read_config(path: &Path) -> Result<AldpAlConfig> {
 
 /// Runs `cgflow al` (`mode` ActiveLearning) or `cgflow grid` (`mode` Grid).
 pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
-    std::env::set_var("CANDLE_NUM_THREADS", "1");
+    super::configure_flow_threads();
     let default_out = match mode {
         AlMode::ActiveLearning => "runs/al",
         AlMode::Grid => "runs/grid",

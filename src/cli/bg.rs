@@ -50,9 +50,7 @@ fn split(points: &[f64]) -> (Vec<f64>, Vec<f64>) {
 
 /// Runs `cgflow bg`.
 pub fn run(args: BgArgs) -> Result<()> {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
+    super::configure_flow_threads();
     let system = match args.system {
         SystemArg::DoubleWell => BgSystem::DoubleWell,
         SystemArg::HarmonicBox => BgSystem::HarmonicBox,

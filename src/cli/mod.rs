@@ -85,6 +85,21 @@ pub fn walker_state(checkpoint: &cgflow::io::checkpoint::Checkpoint) -> anyhow::
     })
 }
 
+/// Thread settings for flow training, applied before any thread pool starts (explicit settings
+/// in the environment win): one candle thread (candle's parallel elementwise ops spin-wait on a
+/// pool of their own that fights gemm's threads on a small machine), and `RAYON_NUM_THREADS` set
+/// to the available cores, because without it candle parses /proc/cpuinfo on every matrix
+/// product (measured: 13 % of a training step of a small network).
+pub fn configure_flow_threads() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", cores.to_string());
+    }
+}
+
 /// A progress bar over MD steps per walker; its message shows the throughput.
 pub fn step_progress(total_steps: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total_steps);

@@ -254,13 +254,14 @@ impl AldpAlConfig {
         }
     }
 
-    /// Settings for a 2-core CPU (about ten minutes, under 1e6 energy evaluations): the reference
+    /// Settings for a 2-core CPU (about a quarter of an hour, 2e6 energy evaluations): the reference
     /// 50 ps start-up MD (400 of its frames as start points), a smaller flow (8 layers of 128
     /// hidden units, mixed precision) trained by energy for 8 epochs of 8 samples per point,
-    /// labels from 48 samples (largest weight clipped) refreshed where the flow was trained and
+    /// labels from 128 samples (largest weight clipped) refreshed where the flow was trained and
     /// combined across iterations by ESS, a smaller ensemble (128, 64, 32), and a search with
-    /// threshold 0.5 kT (the ensemble's own noise at these label sizes is about 0.3 kT) keeping
-    /// 10 centres spread into 20 points each, for up to 16 iterations.
+    /// threshold 0.5 kT (the ensemble's own noise at 48 samples per label was about 0.3 kT) keeping
+    /// 10 centres spread into 20 points each from chains started at random training points,
+    /// with labels capped 30 kT above the lowest, for up to 16 iterations.
     pub fn fast() -> Self {
         let reference = Self::reference();
         Self {
@@ -277,7 +278,7 @@ impl AldpAlConfig {
                 regularize_above_kt: Some(300.0),
             },
             labels: LabelConfig {
-                samples: 48,
+                samples: 128,
                 clip_top_k: 1,
                 refresh_all: false,
                 accumulate: true,

@@ -26,12 +26,10 @@ use crate::flow::optim::{Adam, AdamConfig};
 use crate::flow::train::{kl_loss, ml_loss, EnergyLossConfig, TargetEnergy};
 use crate::flow::{CouplingKind, Flow, FlowSpec, Precision};
 use crate::md::walkers::{WalkerConfig, Walkers};
-use crate::metrics::kl_to_free_energy;
+use crate::metrics::{kl_to_free_energy, Axis};
 use crate::openmm::{Platform, System};
 use crate::pmf::ensemble::{CgFeatures, EnsembleConfig, PmfEnsemble};
 use crate::pmf::labels::importance_free_energy;
-
-const PI: f64 = std::f64::consts::PI;
 
 /// Start-up MD: one short run from the minimum-energy structure gives the first CG points and
 /// the data for training by example.
@@ -555,10 +553,9 @@ fn flat(points: &[[f64; 2]]) -> Vec<f64> {
 }
 
 /// Centres of the `bins` x `bins` grid over [-pi, pi)^2, [phi bin][psi bin] order.
-pub fn grid_centres(bins: usize) -> Vec<[f64; 2]> {
-    let h = 2.0 * PI / bins as f64;
-    let c = |i: usize| -PI + (i as f64 + 0.5) * h;
-    (0..bins).flat_map(|i| (0..bins).map(move |j| [c(i), c(j)])).collect()
+pub fn grid_centres(bins: usize) -> Result<Vec<[f64; 2]>> {
+    let c = Axis::dihedral(bins)?.centres();
+    Ok(c.iter().flat_map(|&phi| c.iter().map(move |&psi| [phi, psi])).collect())
 }
 
 impl AldpAl {
@@ -655,10 +652,7 @@ impl AldpAl {
 
         // Start-up MD; one OpenMM thread per Context keeps it reproducible on the CPU platform.
         let md = &config.startup_md;
-        let mut platform = self.platform.clone();
-        if platform.name() == "CPU" && !platform.has_property("Threads") {
-            platform = platform.with_property("Threads", "1");
-        }
+        let platform = self.platform.clone().single_threaded_cpu();
         let walker_config = WalkerConfig {
             walkers: md.walkers,
             seed: (config.seed % (i32::MAX as u64)) as i32 + 1,
@@ -719,7 +713,7 @@ impl AldpAl {
                 points.train = start;
             }
             AlMode::Grid => {
-                points.train = grid_centres(config.grid.points_per_angle);
+                points.train = grid_centres(config.grid.points_per_angle)?;
                 points.newest = points.train.len();
             }
         }
@@ -839,7 +833,7 @@ impl AldpAl {
         let test_rmse_kt = self.test_rmse(&state.ensemble, &state.points.test, &test_labels)?;
         let kld = match &self.reference_probabilities {
             Some(p) => {
-                let (mean, _) = state.ensemble.predict(&flat(&grid_centres(100)))?;
+                let (mean, _) = state.ensemble.predict(&flat(&grid_centres(100)?))?;
                 Some(kl_to_free_energy(p, &mean)?)
             }
             None => None,
@@ -1024,7 +1018,7 @@ impl AldpAl {
 
     /// The ensemble-mean PMF (kT, minimum 0) and std on the `bins` x `bins` grid.
     pub fn pmf_grid(&self, ensemble: &PmfEnsemble, bins: usize) -> Result<(Vec<f64>, Vec<f64>)> {
-        let (mut mean, std) = ensemble.predict(&flat(&grid_centres(bins)))?;
+        let (mut mean, std) = ensemble.predict(&flat(&grid_centres(bins)?))?;
         let min = mean.iter().copied().fold(f64::INFINITY, f64::min);
         mean.iter_mut().for_each(|v| *v -= min);
         Ok((mean, std))

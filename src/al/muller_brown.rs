@@ -7,9 +7,9 @@ use crate::energy::toy::MullerBrown;
 use crate::error::{Error, Result};
 use crate::flow::optim::{Adam, AdamConfig};
 use crate::flow::train::{kl_loss, EnergyLossConfig, MullerBrownConditional, TargetEnergy};
-use crate::flow::{CouplingKind, Flow, FlowSpec, Precision};
-use crate::metrics::kl_to_free_energy;
+use crate::flow::{Flow, FlowSpec};
 use crate::metrics::quadrature::{muller_brown_bin_probabilities, muller_brown_pmf};
+use crate::metrics::{kl_to_free_energy, Axis};
 use crate::pmf::ensemble::{CgFeatures, EnsembleConfig, PmfEnsemble};
 use crate::pmf::labels::importance_free_energy;
 use candle_core::{Device, Tensor};
@@ -146,18 +146,7 @@ pub fn run_muller_brown(config: &MbAlConfig, progress: &mut dyn FnMut(&MbIterati
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let target = Arc::new(MullerBrownConditional::new(MullerBrown::default()));
     let dyn_target: Arc<dyn TargetEnergy> = target.clone();
-    let spec = FlowSpec {
-        dims: 1,
-        circular: vec![],
-        context: 1,
-        layers: 2,
-        coupling: CouplingKind::Affine { max_log_scale: 4.0 },
-        hidden: 32,
-        blocks: 1,
-        shift_every: 0,
-        seed: config.seed,
-        precision: Precision::F64,
-    };
+    let spec = FlowSpec::muller_brown_conditional(config.seed);
     let flow = Flow::new(&spec, &Device::Cpu)?;
     let mut adam = Adam::new(flow.params(), AdamConfig { max_grad_norm: Some(100.0), ..AdamConfig::default() });
     let energy_config = EnergyLossConfig { drop_top_k: 2, regularize_above: Some(1e3) };
@@ -167,8 +156,7 @@ pub fn run_muller_brown(config: &MbAlConfig, progress: &mut dyn FnMut(&MbIterati
         &Device::Cpu,
     )?;
     let reference = muller_brown_bin_probabilities(&MullerBrown::default(), 100);
-    let width = (S_RANGE.1 - S_RANGE.0) / 100.0;
-    let centres: Vec<f64> = (0..100).map(|i| S_RANGE.0 + (i as f64 + 0.5) * width).collect();
+    let centres = Axis::new(S_RANGE.0, S_RANGE.1, 100)?.centres();
 
     let (lo, hi) = (config.start_centre - config.start_radius, config.start_centre + config.start_radius);
     let mut newest: Vec<f64> = (0..config.start_points).map(|_| rng.gen_range(lo..hi)).collect();

@@ -70,10 +70,7 @@ impl OpenMmEnergy {
         if n_workers == 0 {
             return Err(Error::invalid("at least one worker is needed"));
         }
-        let mut platform = platform.clone();
-        if platform.name() == "CPU" && !platform.has_property("Threads") {
-            platform = platform.with_property("Threads", "1");
-        }
+        let platform = platform.clone().single_threaded_cpu();
         let assigned: Vec<Option<usize>> = (0..n_workers)
             .map(|i| if config.pin_threads && !cpus.is_empty() { Some(cpus[i % cpus.len()]) } else { None })
             .collect();

@@ -91,6 +91,24 @@ pub struct FlowSpec {
 }
 
 impl FlowSpec {
+    /// The conditional affine flow q(s_perp | s) of Müller-Brown (BRIEF section 3: one fine
+    /// coordinate, the CG coordinate as a one-wide context; 2 real-NVP layers of 32 hidden units,
+    /// f64).
+    pub fn muller_brown_conditional(seed: u64) -> Self {
+        Self {
+            dims: 1,
+            circular: vec![],
+            context: 1,
+            layers: 2,
+            coupling: CouplingKind::Affine { max_log_scale: 4.0 },
+            hidden: 32,
+            blocks: 1,
+            shift_every: 0,
+            seed,
+            precision: Precision::F64,
+        }
+    }
+
     /// The reference conditional flow of alanine dipeptide (58 dims, 10 circular, context
     /// (cos phi, sin phi, cos psi, sin psi), 12 spline couplings of 8 bins, 256 hidden units).
     pub fn aldp_conditional(precision: Precision, seed: u64) -> Self {

@@ -124,9 +124,9 @@ pub fn load_al_state(run: &Path, al: &AldpAl) -> Result<AldpAlState> {
             state_path.display()
         )));
     }
-    let (_, mut adam, mut ensemble) = al.fresh_models()?;
+    let (fresh_flow, mut adam, mut ensemble) = al.fresh_models()?;
     let (flow, training) = load_flow(&dir.join("flow"), &Device::Cpu)?;
-    if flow.spec() != al.fresh_models()?.0.spec() {
+    if flow.spec() != fresh_flow.spec() {
         return Err(Error::parse(dir.join("flow"), "the saved flow's architecture differs from the settings"));
     }
     let training = training.ok_or_else(|| Error::parse(dir.join("flow"), "the checkpoint has no optimiser state"))?;

@@ -235,6 +235,17 @@ impl Platform {
     pub fn has_property(&self, key: &str) -> bool {
         self.properties.iter().any(|(k, _)| k == key)
     }
+
+    /// On the CPU platform, one OpenMM thread per Context (`Threads=1`) unless `Threads` is
+    /// already set: results are then reproducible, and many small Contexts do not fight over
+    /// cores. Other platforms are returned unchanged.
+    pub fn single_threaded_cpu(self) -> Self {
+        if self.name == "CPU" && !self.has_property("Threads") {
+            self.with_property("Threads", "1")
+        } else {
+            self
+        }
+    }
 }
 
 /// Integrators a [`Context`] can own.

@@ -82,23 +82,12 @@ fn conditional_muller_brown_flow_trained_by_energy_gives_the_exact_pmf_by_reweig
     use cgflow::energy::toy::MullerBrown;
     use cgflow::flow::optim::{Adam, AdamConfig};
     use cgflow::flow::train::{kl_loss, EnergyLossConfig, MullerBrownConditional, TargetEnergy};
-    use cgflow::flow::{CouplingKind, Flow, FlowSpec, Precision};
+    use cgflow::flow::{Flow, FlowSpec};
     use cgflow::metrics::quadrature::muller_brown_pmf;
     use rand::{Rng, SeedableRng};
     use std::sync::Arc;
     // q(s_perp | s): conditional affine flow, the context is s scaled to [-1, 1].
-    let spec = FlowSpec {
-        dims: 1,
-        circular: vec![],
-        context: 1,
-        layers: 2,
-        coupling: CouplingKind::Affine { max_log_scale: 4.0 },
-        hidden: 32,
-        blocks: 1,
-        shift_every: 0,
-        seed: 4,
-        precision: Precision::F64,
-    };
+    let spec = FlowSpec::muller_brown_conditional(4);
     let flow = Flow::new(&spec, &Device::Cpu).unwrap();
     let target: Arc<dyn TargetEnergy> = Arc::new(MullerBrownConditional::new(MullerBrown::default()));
     let (lo, hi) = (-2.5, 1.1);

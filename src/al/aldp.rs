@@ -119,6 +119,34 @@ pub struct LabelConfig {
     /// more, which would dominate the squared error of the fit while their true value is
     /// irrelevant to any probability.
     pub cap_kt: Option<f64>,
+    /// Count the samples drawn in the iteration's training by energy towards the labels of the
+    /// pool's points too (true): pooled per point (top `clip_top_k` weights clipped) into one
+    /// more estimate, combined with the label samples' estimate as `weights` says. Each of those
+    /// samples was an energy evaluation already, and its weight exp(-u) / q under the flow that
+    /// drew it is as unbiased an estimate of exp(-F) as a label sample's, so this adds
+    /// information at no cost. Absent in a settings file: false.
+    #[serde(default)]
+    pub from_training: bool,
+    /// How estimates of a point from different steps (iterations, training and labelling) are
+    /// weighted when combined. Absent in a settings file: `point_ess`.
+    #[serde(default)]
+    pub weights: EstimateWeights,
+}
+
+/// The weights of a point's estimates of Z = exp(-F) when they are combined (see
+/// [`LabelConfig::weights`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EstimateWeights {
+    /// Each estimate's own ESS. Simple, but biased upward in F: an estimate that caught a rare
+    /// large weight has a low ESS and a high Z, and is down-weighted for it (measured: +0.14 kT
+    /// over four estimates of 128 samples where the flow's ESS is 3 %, +0.07 kT where it is 10 %).
+    #[default]
+    PointEss,
+    /// The mean ESS of all the points estimated in the same step: it follows the flow's
+    /// improvement from step to step but not the luck of one point's samples, so the combination
+    /// stays unbiased in Z.
+    StepEss,
 }
 
 /// The uncertainty search and how new points are added.
@@ -231,7 +259,15 @@ impl AldpAlConfig {
                 max_grad_norm: 1000.0,
                 regularize_above_kt: Some(1000.0),
             },
-            labels: LabelConfig { samples: 100, clip_top_k: 3, refresh_all: true, accumulate: false, cap_kt: None },
+            labels: LabelConfig {
+                samples: 100,
+                clip_top_k: 3,
+                refresh_all: true,
+                accumulate: false,
+                cap_kt: None,
+                from_training: false,
+                weights: EstimateWeights::PointEss,
+            },
             ensemble: EnsembleConfig::reference(),
             search: AldpSearchConfig {
                 chains: 200,
@@ -252,15 +288,18 @@ impl AldpAlConfig {
         }
     }
 
-    /// Settings for a 2-core CPU (about 20 minutes, 1.9e6 energy evaluations): the reference
+    /// Settings for a 2-core CPU (about 25 minutes, 1.9e6 energy evaluations): the reference
     /// 50 ps start-up MD (400 of its frames as start points), the reference flow architecture in
     /// mixed precision (8 layers of 128 units reached KLD 0.047 where this reached 0.033, at
-    /// 9.4e5 evaluations and the same wall time) trained by energy for 8 epochs of 8 samples per point,
-    /// labels from 128 samples (largest weight clipped) refreshed where the flow was trained and
-    /// combined across iterations by ESS, a smaller ensemble (128, 64, 32), and a search with
+    /// 9.4e5 evaluations and the same wall time) trained by energy for 16 epochs of 8 samples per
+    /// point, labels from 64 samples (largest weight clipped) refreshed where the flow was trained
+    /// and combined across iterations by ESS, a smaller ensemble (128, 64, 32), and a search with
     /// threshold 0.5 kT (the ensemble's own noise at 48 samples per label was about 0.3 kT) keeping
     /// 10 centres spread into 20 points each from chains started at random training points,
-    /// with labels capped 30 kT above the lowest, for up to 16 iterations.
+    /// with labels capped 30 kT above the lowest, for up to 16 iterations. Training and labels
+    /// share the evaluations 2:1 (128 and 64 per point and iteration): the other way round (64 and
+    /// 128) reached KLD 0.0225 at 1.9e6 evaluations, this 0.0110, because a better-trained flow
+    /// makes every later label better (label ESS 21 % instead of 13 %).
     pub fn fast() -> Self {
         let reference = Self::reference();
         Self {
@@ -269,7 +308,7 @@ impl AldpAlConfig {
             example_training: ExampleTrainingConfig { steps: 600, batch: 128, lr: 1e-3 },
             energy_training: EnergyTrainingConfig {
                 samples_per_point: 8,
-                epochs: 8,
+                epochs: 16,
                 batch: 256,
                 lr: 2e-4,
                 drop_top_k: 10,
@@ -277,11 +316,13 @@ impl AldpAlConfig {
                 regularize_above_kt: Some(300.0),
             },
             labels: LabelConfig {
-                samples: 128,
+                samples: 64,
                 clip_top_k: 1,
                 refresh_all: false,
                 accumulate: true,
                 cap_kt: Some(30.0),
+                from_training: false,
+                weights: EstimateWeights::PointEss,
             },
             ensemble: EnsembleConfig { epochs: 300, hidden: vec![128, 64, 32], ..EnsembleConfig::fast() },
             search: AldpSearchConfig {
@@ -313,7 +354,7 @@ impl AldpAlConfig {
                 batch: 64,
                 ..fast.energy_training
             },
-            labels: LabelConfig { samples: 16, clip_top_k: 2, refresh_all: true, accumulate: false, cap_kt: None },
+            labels: LabelConfig { samples: 16, clip_top_k: 2, refresh_all: true, accumulate: false, ..fast.labels },
             ensemble: EnsembleConfig { members: 3, hidden: vec![16, 8], epochs: 50, ..EnsembleConfig::fast() },
             search: AldpSearchConfig {
                 chains: 20,
@@ -544,6 +585,51 @@ pub struct AldpAl {
     reference_probabilities: Option<Vec<f64>>,
 }
 
+/// An importance-sampling estimate of one CG point: (free energy in kT, its weight, an ESS), or
+/// None where no sample had a non-zero weight.
+type PointEstimate = Option<(f64, f64)>;
+
+/// ln p and ln q of the samples drawn at one CG point.
+type PointSamples = (Vec<f64>, Vec<f64>);
+
+/// Two importance-sampling estimates (free energy in kT, ESS) of one point combined: the
+/// estimates of Z = exp(-F) averaged with their ESS as weights (an ESS is about the inverse of an
+/// estimate's relative variance), the ESS added. Either may be missing.
+fn combine_estimates(a: Option<(f64, f64)>, b: Option<(f64, f64)>) -> Option<(f64, f64)> {
+    match (a, b) {
+        (Some((fa, ea)), Some((fb, eb))) => {
+            let total = ea + eb;
+            // -ln((ea e^-fa + eb e^-fb) / total), in log space.
+            let m = (-fa).max(-fb);
+            let z = (ea * (-fa - m).exp() + eb * (-fb - m).exp()) / total;
+            Some((-(m + z.ln()), total))
+        }
+        (one, None) | (None, one) => one,
+    }
+}
+
+/// The importance-sampling estimate (free energy, ESS) of each point from its samples' ln p and
+/// ln q (None where there are none or every weight is zero).
+fn estimates_from_samples(samples: &[(Vec<f64>, Vec<f64>)], clip_top_k: usize) -> Vec<Option<(f64, f64)>> {
+    samples
+        .iter()
+        .map(|(log_p, log_q)| {
+            importance_free_energy(log_p, log_q, clip_top_k)
+                .ok()
+                .filter(|l| l.free_energy_kt.is_finite())
+                .map(|l| (l.free_energy_kt, l.ess))
+        })
+        .collect()
+}
+
+/// The estimates with each ESS replaced by the mean ESS of all of them (see
+/// [`EstimateWeights::StepEss`]).
+fn with_step_mean_ess(estimates: &[Option<(f64, f64)>]) -> Vec<Option<(f64, f64)>> {
+    let ess: Vec<f64> = estimates.iter().flatten().map(|(_, e)| *e).collect();
+    let mean = ess.iter().sum::<f64>() / ess.len().max(1) as f64;
+    estimates.iter().map(|e| e.map(|(f, _)| (f, mean))).collect()
+}
+
 fn deg(p: [f64; 2]) -> [f64; 2] {
     [p[0].to_degrees(), p[1].to_degrees()]
 }
@@ -760,22 +846,23 @@ impl AldpAl {
         };
         let mut phase_s = PhaseTimes::default();
         let phase_clock = Instant::now();
-        let (energy_loss, d_fraction) = self.train_by_energy(state, &pool_points, epochs, &mut rng, progress)?;
+        let (energy_loss, d_fraction, training_estimates) =
+            self.train_by_energy(state, &pool_points, epochs, &mut rng, progress)?;
         phase_s.energy_training = phase_clock.elapsed().as_secs_f64();
         let phase_clock = Instant::now();
 
         // Labels of every training point (or of the pool only, see `LabelConfig::refresh_all`)
         // with the current flow, and of the newest test points.
         let n_train = state.points.train.len();
-        let to_label: Vec<usize> = if config.labels.refresh_all { (0..n_train).collect() } else { pool };
+        let to_label: Vec<usize> = if config.labels.refresh_all { (0..n_train).collect() } else { pool.clone() };
         let label_points: Vec<[f64; 2]> = to_label.iter().map(|&i| state.points.train[i]).collect();
+        let before = self.target.evaluations();
+        let fresh = self.labels(&state.flow, &label_points, &mut rng, "labels (points)", progress)?;
+        state.costs.labels += self.target.evaluations() - before;
         let points = &mut state.points;
         points.train_labels.resize(points.train.len(), None);
         points.train_label_ess.resize(points.train.len(), 0.0);
         points.test_labels.resize(points.test.len(), None);
-        let before = self.target.evaluations();
-        let fresh = self.labels(&state.flow, &label_points, &mut rng, "labels (points)", progress)?;
-        state.costs.labels += self.target.evaluations() - before;
         let n_test = points.test.len();
         let test_pool: Vec<usize> = (n_test - points.newest_test.min(n_test)..n_test).collect();
         let test_pool_points: Vec<[f64; 2]> = test_pool.iter().map(|&i| points.test[i]).collect();
@@ -783,22 +870,26 @@ impl AldpAl {
         let fresh_test = self.labels(&state.flow, &test_pool_points, &mut rng, "test labels (points)", progress)?;
         state.costs.test_labels += self.target.evaluations() - before;
         points.newest_test = 0;
-        for (&i, label) in to_label.iter().zip(&fresh) {
-            match (label, points.train_labels[i]) {
-                (Some((f, ess)), Some(old)) if config.labels.accumulate => {
-                    let w_old = points.train_label_ess[i];
-                    let total = w_old + ess;
-                    // -ln((w_old e^-old + ess e^-f) / total), in log space.
-                    let m = (-old).max(-f);
-                    let z = (w_old * (-old - m).exp() + ess * (-f - m).exp()) / total;
-                    points.train_labels[i] = Some(-(m + z.ln()));
-                    points.train_label_ess[i] = total;
+        // This iteration's estimate of each point: its label samples, and where asked the
+        // samples of training by energy at it (the pool's points, in pool order).
+        let step_weights = |estimates: &[Option<(f64, f64)>]| match config.labels.weights {
+            EstimateWeights::PointEss => estimates.to_vec(),
+            EstimateWeights::StepEss => with_step_mean_ess(estimates),
+        };
+        let mut combined = step_weights(&fresh);
+        if config.labels.from_training {
+            for (&i, training) in pool.iter().zip(&step_weights(&training_estimates)) {
+                if let Some(slot) = to_label.iter().position(|&j| j == i) {
+                    combined[slot] = combine_estimates(combined[slot], *training);
                 }
-                (Some((f, ess)), _) => {
-                    points.train_labels[i] = Some(*f);
-                    points.train_label_ess[i] = *ess;
-                }
-                (None, _) => {}
+            }
+        }
+        for (&i, label) in to_label.iter().zip(&combined) {
+            let old = points.train_labels[i].map(|f| (f, points.train_label_ess[i]));
+            let new = if config.labels.accumulate { combine_estimates(old, *label) } else { label.or(old) };
+            if let Some((f, ess)) = new {
+                points.train_labels[i] = Some(f);
+                points.train_label_ess[i] = ess;
             }
         }
         for (&i, label) in test_pool.iter().zip(&fresh_test) {
@@ -922,8 +1013,9 @@ impl AldpAl {
         pool
     }
 
-    /// Epochs of conditional reverse-KL training at `pool`; returns the last epoch's mean loss
-    /// and the fraction of D-alanine samples.
+    /// Epochs of conditional reverse-KL training at `pool`; returns the last epoch's mean loss,
+    /// the fraction of D-alanine samples, and (with `labels.from_training`) each pool point's
+    /// importance-sampling estimate (free energy, ESS) from all its training samples.
     fn train_by_energy(
         &self,
         state: &mut AldpAlState,
@@ -931,45 +1023,70 @@ impl AldpAl {
         epochs: usize,
         rng: &mut ChaCha8Rng,
         progress: &mut dyn FnMut(AlEvent),
-    ) -> Result<(f64, f64)> {
+    ) -> Result<(f64, f64, Vec<PointEstimate>)> {
         let et = &self.config.energy_training;
-        let rows_per_epoch = pool.len() * et.samples_per_point;
-        let steps_per_epoch = rows_per_epoch.div_ceil(et.batch);
+        let collect = self.config.labels.from_training;
+        let steps_per_epoch = (pool.len() * et.samples_per_point).div_ceil(et.batch);
         progress(AlEvent::Phase { name: "training by energy (steps)", total: (epochs * steps_per_epoch) as u64 });
-        let loss_config = EnergyLossConfig {
-            drop_top_k: et.drop_top_k,
-            regularize_above: et.regularize_above_kt.map(|c| state.reference_energy + c),
-        };
-        let dyn_target: Arc<dyn TargetEnergy> = self.target.clone();
         let (before, rejected_before) = (self.target.evaluations(), self.target.rejected());
         let mut last_epoch_loss = 0.0;
+        let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![(vec![], vec![]); pool.len()];
         for _ in 0..epochs {
-            let mut rows: Vec<usize> = (0..rows_per_epoch).map(|r| r % pool.len()).collect();
-            rows.shuffle(rng);
-            let mut sum = 0.0;
-            for batch in rows.chunks(et.batch) {
-                let cg: Vec<f64> = batch.iter().flat_map(|&i| pool[i]).collect();
-                let context = self.context(&state.flow, &cg)?;
-                let (loss, report) = kl_loss(
-                    &state.flow,
-                    dyn_target.clone(),
-                    batch.len(),
-                    Some(&context),
-                    Some(&cg),
-                    &loss_config,
-                    rng,
-                )?;
-                state.adam.step(state.flow.params(), &loss.backward()?, et.lr)?;
-                sum += report.loss * batch.len() as f64;
-                progress(AlEvent::Advance(1));
+            let (loss, epoch_samples) = self.energy_epoch(state, pool, et.samples_per_point, collect, rng, progress)?;
+            last_epoch_loss = loss;
+            for (all, new) in samples.iter_mut().zip(epoch_samples) {
+                all.0.extend(new.0);
+                all.1.extend(new.1);
             }
-            last_epoch_loss = sum / rows_per_epoch as f64;
         }
         let evaluated = self.target.evaluations() - before;
         let rejected = self.target.rejected() - rejected_before;
         state.costs.energy_training += evaluated;
         let d_fraction = rejected as f64 / (evaluated + rejected).max(1) as f64;
-        Ok((last_epoch_loss, d_fraction))
+        let estimates = if collect { estimates_from_samples(&samples, self.config.labels.clip_top_k) } else { vec![] };
+        Ok((last_epoch_loss, d_fraction, estimates))
+    }
+
+    /// One epoch of training by energy: `samples_per_point` flow samples at each of `points`, in
+    /// shuffled batches of `energy_training.batch`, one Adam step per batch. Returns the epoch's
+    /// mean loss and, when `collect`, ln p and ln q of every sample, per point.
+    fn energy_epoch(
+        &self,
+        state: &mut AldpAlState,
+        points: &[[f64; 2]],
+        samples_per_point: usize,
+        collect: bool,
+        rng: &mut ChaCha8Rng,
+        progress: &mut dyn FnMut(AlEvent),
+    ) -> Result<(f64, Vec<PointSamples>)> {
+        let et = &self.config.energy_training;
+        let loss_config = EnergyLossConfig {
+            drop_top_k: et.drop_top_k,
+            regularize_above: et.regularize_above_kt.map(|c| state.reference_energy + c),
+        };
+        let dyn_target: Arc<dyn TargetEnergy> = self.target.clone();
+        let n_rows = points.len() * samples_per_point;
+        let mut rows: Vec<usize> = (0..n_rows).map(|r| r % points.len()).collect();
+        rows.shuffle(rng);
+        let mut per_point: Vec<(Vec<f64>, Vec<f64>)> = vec![(vec![], vec![]); if collect { points.len() } else { 0 }];
+        let mut sum = 0.0;
+        for batch in rows.chunks(et.batch) {
+            let cg: Vec<f64> = batch.iter().flat_map(|&i| points[i]).collect();
+            let context = self.context(&state.flow, &cg)?;
+            let (loss, report, samples) =
+                kl_loss(&state.flow, dyn_target.clone(), batch.len(), Some(&context), Some(&cg), &loss_config, rng)?;
+            state.adam.step(state.flow.params(), &loss.backward()?, et.lr)?;
+            if collect {
+                let log_p = self.target.log_density_of_energies(&samples.x, &cg, &samples.energy)?;
+                for (row, &i) in batch.iter().enumerate() {
+                    per_point[i].0.push(log_p[row]);
+                    per_point[i].1.push(samples.log_q[row]);
+                }
+            }
+            sum += report.loss * batch.len() as f64;
+            progress(AlEvent::Advance(1));
+        }
+        Ok((sum / n_rows.max(1) as f64, per_point))
     }
 
     /// Importance-sampled free energy and ESS of each point (None where every sample was invalid).
@@ -1022,5 +1139,30 @@ impl AldpAl {
         let min = mean.iter().copied().fold(f64::INFINITY, f64::min);
         mean.iter_mut().for_each(|v| *v -= min);
         Ok((mean, std))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{combine_estimates, with_step_mean_ess};
+
+    #[test]
+    fn step_weights_are_the_mean_ess_and_keep_missing_estimates_missing() {
+        let step = with_step_mean_ess(&[Some((1.0, 2.0)), None, Some((3.0, 6.0))]);
+        assert_eq!(step, vec![Some((1.0, 4.0)), None, Some((3.0, 4.0))]);
+        assert!(with_step_mean_ess(&[None]).iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn estimates_combine_as_ess_weighted_means_of_z() {
+        // Z = 1 (ESS 1) and Z = 1/2 (ESS 3): Z = (1 + 3/2) / 4 = 5/8.
+        let (f, ess) = combine_estimates(Some((0.0, 1.0)), Some((2f64.ln(), 3.0))).unwrap();
+        assert!((f + (5.0f64 / 8.0).ln()).abs() < 1e-15 && ess == 4.0);
+        // Far apart in F, still finite (log space).
+        let (f, _) = combine_estimates(Some((1000.0, 1.0)), Some((0.0, 1.0))).unwrap();
+        assert!((f - 2f64.ln()).abs() < 1e-12);
+        assert_eq!(combine_estimates(None, Some((1.0, 2.0))), Some((1.0, 2.0)));
+        assert_eq!(combine_estimates(Some((1.0, 2.0)), None), Some((1.0, 2.0)));
+        assert_eq!(combine_estimates(None, None), None);
     }
 }

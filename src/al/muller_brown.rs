@@ -171,7 +171,7 @@ pub fn run_muller_brown(config: &MbAlConfig, progress: &mut dyn FnMut(&MbIterati
         pool.extend(old.iter().take((config.old_fraction * old.len() as f64).ceil() as usize));
         for _ in 0..config.flow_steps {
             let s: Vec<f64> = (0..config.flow_batch).map(|_| pool[rng.gen_range(0..pool.len())]).collect();
-            let (loss, _) =
+            let (loss, _, _) =
                 kl_loss(&flow, dyn_target.clone(), s.len(), Some(&context(&s)?), Some(&s), &energy_config, &mut rng)?;
             adam.step(flow.params(), &loss.backward()?, config.flow_lr)?;
         }

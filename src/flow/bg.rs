@@ -242,7 +242,8 @@ pub fn run_bg(config: &BgConfig, progress: &mut dyn FnMut(usize, usize, f64)) ->
         let (loss, value) = if step < config.ml_steps {
             (ml, ml_report.loss)
         } else {
-            let (kl, kl_report) = kl_loss(&flow, target.clone(), config.batch, None, None, &config.energy, &mut rng)?;
+            let (kl, kl_report, _) =
+                kl_loss(&flow, target.clone(), config.batch, None, None, &config.energy, &mut rng)?;
             ((kl + (ml * config.alpha)?)?, kl_report.loss + config.alpha * ml_report.loss)
         };
         adam.step(flow.params(), &loss.backward()?, config.lr)?;

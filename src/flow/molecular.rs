@@ -302,6 +302,23 @@ impl ConditionalMolecularTarget {
         Ok(self.evaluate_inner(fine, cg_rad, false)?.0)
     }
 
+    /// ln p(s, x_perp) of rows whose energies [`TargetEnergy::energies_and_gradients`] already
+    /// returned (`energies`, u - ln|det dx/dz| per row): minus the energy for valid structures,
+    /// -inf for the wrong chirality (whose training energy is a penalty, not a density) and for
+    /// non-finite energies. Makes no energy evaluation.
+    pub fn log_density_of_energies(&self, fine: &[f64], cg_rad: &[f64], energies: &[f64]) -> Result<Vec<f64>> {
+        let structures = self.molecule.to_cartesian(fine, cg_rad)?;
+        let valid = self.molecule.valid(&structures.positions_nm)?;
+        if valid.len() != energies.len() {
+            return Err(Error::invalid(format!("{} energies for {} structures", energies.len(), valid.len())));
+        }
+        Ok(valid
+            .iter()
+            .zip(energies)
+            .map(|(&ok, &e)| if ok && e.is_finite() { -e } else { f64::NEG_INFINITY })
+            .collect())
+    }
+
     /// ln p(s, x_perp) = -u(x) + ln|det dx/dz| per row (-inf for invalid structures), unnormalised.
     pub fn log_density(&self, fine: &[f64], cg_rad: &[f64]) -> Result<Vec<f64>> {
         let e = self.evaluate(fine, cg_rad)?;

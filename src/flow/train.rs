@@ -229,8 +229,21 @@ pub fn ml_loss(flow: &Flow, x: &Tensor, context: Option<&Tensor>) -> Result<(Ten
     Ok((loss, LossReport { loss: value, ..LossReport::default() }))
 }
 
+/// The samples behind one evaluation of [`kl_loss`]: with them every energy
+/// evaluation of training by energy is also an importance sample (weight exp(-energy) / q).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KlSamples {
+    /// The samples F(z), flat `[row][dim]`, in f64.
+    pub x: Vec<f64>,
+    /// ln q(x) of each row under the flow that drew it.
+    pub log_q: Vec<f64>,
+    /// The target's energy of each row before regularisation (kT; may be non-finite).
+    pub energy: Vec<f64>,
+}
+
 /// J_KL = mean over z of [u(F(z)) + log q(F(z))] (the reverse KL divergence up to the constant
-/// log Z), for `n` base samples; `context` has `n` rows for a conditional flow.
+/// log Z), for `n` base samples; `context` has `n` rows for a conditional flow. Also returns the
+/// samples, their log-densities under the flow and their raw energies.
 ///
 /// For a conditional target, `cg` holds the CG coordinates of each of the `n` rows (flat, the
 /// target's `cg_dims` per row) and `context` the flow's context features of the same rows.
@@ -243,7 +256,7 @@ pub fn kl_loss<R: Rng>(
     cg: Option<&[f64]>,
     config: &EnergyLossConfig,
     rng: &mut R,
-) -> Result<(Tensor, LossReport)> {
+) -> Result<(Tensor, LossReport, KlSamples)> {
     if target.dims() != flow.spec().dims {
         return Err(Error::invalid(format!("target has {} dims, the flow {}", target.dims(), flow.spec().dims)));
     }
@@ -263,7 +276,7 @@ pub fn kl_loss<R: Rng>(
     });
     let op_dyn: Arc<Box<dyn CustomOp1 + Send + Sync>> = Arc::new(Box::new(EnergyOpHandle(op.clone())));
     let u = x.apply_op1_arc(op_dyn)?;
-    let per_sample = (u + log_q)?;
+    let per_sample = (u + &log_q)?;
     let values: Vec<f64> = per_sample.to_dtype(DType::F64)?.to_vec1()?;
     let raw = op.raw.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let non_finite = values.iter().filter(|v| !v.is_finite()).count();
@@ -286,7 +299,12 @@ pub fn kl_loss<R: Rng>(
     let loss = (safe.sum_all()? / kept)?;
     let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     let mean_energy = raw.iter().zip(&keep).filter(|(_, &k)| k > 0.0).map(|(u, _)| u).sum::<f64>() / kept;
-    Ok((loss, LossReport { loss: value, mean_energy, dropped: drop, non_finite }))
+    let samples = KlSamples {
+        x: x.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?,
+        log_q: log_q.to_dtype(DType::F64)?.to_vec1()?,
+        energy: raw,
+    };
+    Ok((loss, LossReport { loss: value, mean_energy, dropped: drop, non_finite }, samples))
 }
 
 /// Shares one [`EnergyOp`] between the graph and the caller (who reads the raw energies).

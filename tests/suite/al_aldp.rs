@@ -56,7 +56,50 @@ fn assert_close(a: &serde_json::Value, b: &serde_json::Value, path: &str) {
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
-    let al = experiment(AldpAlConfig::tiny());
+    resumed_run_equals_uninterrupted_run_with(AldpAlConfig::tiny());
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run_with_labels_from_training() {
+    let tiny = AldpAlConfig::tiny();
+    let labels = cgflow::al::aldp::LabelConfig {
+        from_training: true,
+        weights: cgflow::al::aldp::EstimateWeights::StepEss,
+        ..tiny.labels.clone()
+    };
+    resumed_run_equals_uninterrupted_run_with(AldpAlConfig { labels, ..tiny });
+}
+
+#[test]
+fn training_samples_add_to_the_labels_at_no_cost() {
+    // With `from_training` alone every random draw is the same as without, so the two runs see the
+    // same flows and label samples; the training samples only add weight to the labels.
+    let tiny = AldpAlConfig::tiny();
+    let with_labels = |from_training| AldpAlConfig {
+        labels: cgflow::al::aldp::LabelConfig { from_training, ..tiny.labels.clone() },
+        ..tiny.clone()
+    };
+    let run = |config: AldpAlConfig| {
+        let mut quiet = |_| {};
+        let al = experiment(config);
+        let mut state = al.start(AlMode::ActiveLearning, &mut quiet).expect("start");
+        al.iterate(&mut state, &mut quiet).expect("iteration 0");
+        state
+    };
+    let plain = run(with_labels(false));
+    let joined = run(with_labels(true));
+    assert_eq!(plain.log[0].evaluations, joined.log[0].evaluations);
+    // The labels of iteration 0 are of the start points (the search that follows differs).
+    let start = plain.log[0].train_points - plain.points.newest;
+    assert_eq!(plain.points.train[..start], joined.points.train[..start]);
+    let (a, b) = (&plain.points.train_label_ess[..start], &joined.points.train_label_ess[..start]);
+    assert!(a.iter().zip(b).all(|(x, y)| y >= x), "an ESS fell");
+    let gained = a.iter().zip(b).filter(|(x, y)| *y > *x).count();
+    assert!(gained > a.len() / 2, "only {gained} of {} labels gained ESS", a.len());
+}
+
+fn resumed_run_equals_uninterrupted_run_with(config: AldpAlConfig) {
+    let al = experiment(config.clone());
     let mut quiet = |_| {};
     // Uninterrupted: start and two iterations.
     let mut state = al.start(AlMode::ActiveLearning, &mut quiet).expect("start");
@@ -68,12 +111,12 @@ fn resumed_run_equals_uninterrupted_run() {
     // Killed after every step and resumed from the checkpoint, with a fresh experiment (a new
     // process would build a new one).
     let dir = tempfile::tempdir().expect("tempdir");
-    let first = experiment(AldpAlConfig::tiny());
+    let first = experiment(config.clone());
     let mut resumed = first.start(AlMode::ActiveLearning, &mut quiet).expect("start");
     assert_eq!(resumed.points, start_points, "start-up MD and point selection are reproducible");
     save_al_state(dir.path(), first.config(), &resumed).expect("save");
     for _ in 0..2 {
-        let again = experiment(AldpAlConfig::tiny());
+        let again = experiment(config.clone());
         resumed = load_al_state(dir.path(), &again).expect("load");
         again.iterate(&mut resumed, &mut quiet).expect("iterate");
         save_al_state(dir.path(), again.config(), &resumed).expect("save");
@@ -100,7 +143,7 @@ fn resumed_run_equals_uninterrupted_run() {
     assert!(last.kld.expect("kld").is_finite());
 
     // A checkpoint refuses other settings.
-    let other = experiment(AldpAlConfig { seed: 2, ..AldpAlConfig::tiny() });
+    let other = experiment(AldpAlConfig { seed: 2, ..config });
     let err = load_al_state(dir.path(), &other).err().expect("refused").to_string();
     assert!(err.contains("first difference: `seed`"), "{err}");
 }

@@ -118,6 +118,34 @@ fn mirror_images_are_rejected_without_an_energy_evaluation() {
 }
 
 #[test]
+fn log_density_from_training_energies_equals_a_fresh_evaluation() {
+    // Rows: the minimum, its mirror image, and the minimum with its fine coordinates perturbed;
+    // the training energies (u - ln|det|, a penalty for the mirror) turned into ln p must equal
+    // ln p evaluated afresh: -inf for the mirror, -u + ln|det| for the others.
+    let x_min = min_energy_positions();
+    let molecule = ConditionalMolecule::aldp(&x_min).expect("molecule");
+    let mirrored: Vec<f64> = x_min.iter().enumerate().map(|(i, &v)| if i % 3 == 0 { -v } else { v }).collect();
+    let (mut fine, mut cg, _) = molecule.from_cartesian(&x_min).expect("forward");
+    let (fine_d, cg_d, _) = molecule.from_cartesian(&mirrored).expect("forward");
+    let perturbed: Vec<f64> = fine.iter().enumerate().map(|(i, v)| v + 0.02 * ((i as f64) * 0.7).sin()).collect();
+    fine.extend(fine_d);
+    cg.extend(cg_d);
+    fine.extend(perturbed);
+    cg.extend(cg[..2].to_vec());
+    let target = ConditionalMolecularTarget::new(molecule, Box::new(reference_energy())).expect("target");
+    let (energies, _) = target.energies_and_gradients(&fine, Some(&cg)).expect("energies");
+    assert!(energies[1].is_finite(), "the mirror image gets a finite training penalty");
+    let from_training = target.log_density_of_energies(&fine, &cg, &energies).expect("from energies");
+    let fresh = target.log_density(&fine, &cg).expect("log density");
+    assert!(from_training[1] == f64::NEG_INFINITY && fresh[1] == f64::NEG_INFINITY);
+    for row in [0, 2] {
+        assert!(fresh[row].is_finite());
+        assert!((from_training[row] - fresh[row]).abs() < 1e-9 * fresh[row].abs().max(1.0), "row {row}");
+    }
+    assert!(target.log_density_of_energies(&fine, &cg, &energies[..2]).is_err());
+}
+
+#[test]
 fn wrong_shapes_and_non_finite_angles_are_errors() {
     let x_min = min_energy_positions();
     let molecule = ConditionalMolecule::aldp(&x_min).expect("molecule");

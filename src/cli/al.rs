@@ -16,7 +16,7 @@ use clap::{Args, ValueEnum};
 /// Built-in settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Preset {
-    /// Sized for a 2-core CPU (about an hour).
+    /// Sized for a 2-core CPU (25 to 45 minutes, 1.9e6 energy evaluations).
     Fast,
     /// The reference code's settings (days on a CPU).
     Reference,

@@ -2,7 +2,8 @@
 //! members its uncertainty.
 //!
 //! Every member is an MLP with sigmoid hidden layers and a linear output, trained with Adam on the
-//! mean squared error to the labels (kT, learned as given: no shift or scaling) on its own random
+//! mean squared error to the labels (kT, learned as given: no shift or scaling; optionally weighted
+//! per point, see [`PmfEnsemble::fit_weighted`]) on its own random
 //! subset of the points. The loss is the sum of the members' MSEs and Adam works elementwise
 //! without gradient clipping, so the members are trained exactly as if they were trained one by
 //! one.
@@ -164,8 +165,14 @@ pub struct EnsembleConfig {
     pub epochs: usize,
     /// Minibatch size (per member).
     pub batch: usize,
-    /// Adam learning rate (constant).
+    /// Adam learning rate (at the start of every fit; constant unless `final_lr` is set).
     pub lr: f64,
+    /// Learning rate at the end of every fit, reached by a cosine decay from `lr` over the fit's
+    /// steps (None: constant `lr`). At a constant rate the members end each fit wherever the
+    /// last minibatches left them: on the same labels, consecutive fits of the fast preset's
+    /// ensemble gave KLDs from 0.0088 to 0.0119. Absent in a settings file: None.
+    #[serde(default)]
+    pub final_lr: Option<f64>,
     /// Seed of the initial weights, subsets and minibatch order.
     pub seed: u64,
     /// Precision of weights and arithmetic.
@@ -190,6 +197,7 @@ impl EnsembleConfig {
             epochs: 2000,
             batch: 256,
             lr: 3e-3,
+            final_lr: None,
             seed: 0,
             precision: PmfPrecision::F32,
         }
@@ -203,7 +211,8 @@ impl EnsembleConfig {
     }
 
     /// Errors unless members, every hidden width and the batch are positive, `train_fraction` is
-    /// in `(0, 1]` and `lr` is finite and positive.
+    /// in `(0, 1]`, `lr` is finite and positive, and `final_lr` (if set) is positive and at most
+    /// `lr`.
     pub fn validate(&self) -> Result<()> {
         if self.members == 0 {
             return Err(Error::invalid("an ensemble needs at least one member"));
@@ -219,6 +228,14 @@ impl EnsembleConfig {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::invalid(format!("learning rate {} must be finite and positive", self.lr)));
+        }
+        if let Some(f) = self.final_lr {
+            if !(f.is_finite() && f > 0.0 && f <= self.lr) {
+                return Err(Error::invalid(format!(
+                    "final learning rate {f} must be positive and at most lr {}",
+                    self.lr
+                )));
+            }
         }
         Ok(())
     }
@@ -401,22 +418,24 @@ fn forward_member<T: Real>(arch: &Arch, params: &[T], input: &[T], acts: &mut Ve
     }
 }
 
-/// Mean squared error of one member on rows of `[features..., label]`, with its gradient with
-/// respect to the member's parameters written to `grad`.
+/// Weighted mean squared error `sum w e^2 / sum w` of one member on rows of
+/// `[features..., label, weight]`, with its gradient with respect to the member's parameters
+/// written to `grad`. With every weight 1 this is the plain mean, bit for bit.
 fn member_mse_and_gradient<T: Real>(arch: &Arch, params: &[T], data: &[T], grad: &mut [T]) -> T {
     let f = arch.inputs();
-    let rows = data.len() / (f + 1);
-    let input: Vec<T> = data.chunks_exact(f + 1).flat_map(|r| r[..f].iter().copied()).collect();
+    let width = f + 2;
+    let rows = data.len() / width;
+    let input: Vec<T> = data.chunks_exact(width).flat_map(|r| r[..f].iter().copied()).collect();
     let mut acts = Vec::new();
     forward_member(arch, params, &input, &mut acts);
     let layers = arch.layers();
-    let n = <T as candle_core::WithDType>::from_f64(rows as f64);
+    let total_weight = data.chunks_exact(width).fold(T::zero(), |acc, r| acc + r[f + 1]);
     let mut loss = T::zero();
     let mut delta: Vec<T> = Vec::with_capacity(rows);
-    for (&y, r) in acts[layers].iter().zip(data.chunks_exact(f + 1)) {
-        let e = y - r[f];
-        loss += e * e;
-        delta.push((e + e) / n);
+    for (&y, r) in acts[layers].iter().zip(data.chunks_exact(width)) {
+        let (e, w) = (y - r[f], r[f + 1]);
+        loss += w * (e * e);
+        delta.push(w * (e + e) / total_weight);
     }
     grad.iter_mut().for_each(|g| *g = T::zero());
     for j in (0..layers).rev() {
@@ -443,11 +462,11 @@ fn member_mse_and_gradient<T: Real>(arch: &Arch, params: &[T], data: &[T], grad:
             delta = previous;
         }
     }
-    loss / n
+    loss / total_weight
 }
 
-/// Per-member mean squared errors `[members]` on member-specific batches
-/// `[members, rows, features + 1]` (features, then the label) under packed weights
+/// Per-member weighted mean squared errors `[members]` on member-specific batches
+/// `[members, rows, features + 2]` (features, the label, the row's weight) under packed weights
 /// `[members, P]`. The forward pass computes the weight gradient too; the backward pass scales it
 /// by the incoming gradient (the data get none).
 struct EnsembleMse {
@@ -471,7 +490,7 @@ fn ensemble_mse_fwd<T: Real>(
 ) -> candle_core::Result<(CpuStorage, Shape)> {
     let (members, rows, width) = l1.shape().dims3()?;
     let (m2, p) = l2.shape().dims2()?;
-    if members != m2 || width != op.arch.inputs() + 1 || p != op.arch.size || rows == 0 {
+    if members != m2 || width != op.arch.inputs() + 2 || p != op.arch.size || rows == 0 {
         candle_core::bail!(
             "PMF ensemble: data {:?} and weights {:?} do not fit the architecture {:?}",
             l1.shape(),
@@ -524,6 +543,16 @@ impl candle_core::CustomOp2 for EnsembleMse {
         let members = grad.elem_count();
         Ok((None, Some(gradient.broadcast_mul(&grad.reshape((members, 1))?)?)))
     }
+}
+
+/// The learning rate of step `step` (from 0) of `total` under a cosine decay from `start` at the
+/// first step to `end` at the last (`start` throughout when there is only one step).
+fn cosine_lr(start: f64, end: f64, step: usize, total: usize) -> f64 {
+    if total < 2 {
+        return start;
+    }
+    let progress = step as f64 / (total - 1) as f64;
+    end + 0.5 * (start - end) * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -755,6 +784,23 @@ impl PmfEnsemble {
     /// label (the message names its index), and a non-finite gradient (the step that met it is
     /// not applied).
     pub fn fit(&mut self, points: &[f64], labels: &[f64]) -> Result<FitReport> {
+        self.fit_weighted(points, labels, &vec![1.0; labels.len()])
+    }
+
+    /// [`PmfEnsemble::fit`] on the weighted mean squared error `sum w e^2 / sum w` of each
+    /// minibatch: `weights` (one per point, finite and positive, any scale) are inverse label
+    /// variances, so that noisy labels pull less. An importance-sampled label from `ESS`
+    /// effective samples has a variance of about `1 / ESS` kT^2, hence weights = ESS. Equal
+    /// weights give exactly [`PmfEnsemble::fit`]. The report's MSEs stay unweighted. Errors as
+    /// `fit` does, and on a weight count that does not match the labels or a weight that is not
+    /// finite and positive (the message names its index).
+    pub fn fit_weighted(&mut self, points: &[f64], labels: &[f64], weights: &[f64]) -> Result<FitReport> {
+        if weights.len() != labels.len() {
+            return Err(Error::invalid(format!("{} labels need as many weights, got {}", labels.len(), weights.len())));
+        }
+        if let Some(i) = weights.iter().position(|w| !(w.is_finite() && *w > 0.0)) {
+            return Err(Error::invalid(format!("weight {i} is {}; weights must be finite and positive", weights[i])));
+        }
         if labels.is_empty() {
             return Err(Error::invalid("no labels given"));
         }
@@ -793,8 +839,13 @@ impl PmfEnsemble {
         }
         let mut adam = Adam::new(&self.store, AdamConfig::default());
         let steps_per_epoch = n_train.div_ceil(batch);
+        let total_steps = self.config.epochs * steps_per_epoch;
+        let lr_at = |step: usize| match self.config.final_lr {
+            None => self.config.lr,
+            Some(end) => cosine_lr(self.config.lr, end, step, total_steps),
+        };
         let mut steps = 0;
-        let mut buffer = Vec::with_capacity(m * batch.min(n_train) * (fw + 1));
+        let mut buffer = Vec::with_capacity(m * batch.min(n_train) * (fw + 2));
         for _ in 0..self.config.epochs {
             for perm in subsets.iter_mut() {
                 perm[..n_train].shuffle(&mut rng);
@@ -806,13 +857,14 @@ impl PmfEnsemble {
                     for &r in &perm[lo..hi] {
                         buffer.extend_from_slice(&feats[r * fw..(r + 1) * fw]);
                         buffer.push(labels[r]);
+                        buffer.push(weights[r]);
                     }
                 }
-                let data = Tensor::from_slice(&buffer, (m, hi - lo, fw + 1), &Device::Cpu)?.to_dtype(dtype)?;
+                let data = Tensor::from_slice(&buffer, (m, hi - lo, fw + 2), &Device::Cpu)?.to_dtype(dtype)?;
                 let op = EnsembleMse { arch: self.arch.clone(), gradient: Mutex::new(None) };
                 let losses = data.apply_op2(self.weights.as_tensor(), op)?;
                 let grads = losses.sum_all()?.backward()?;
-                adam.step(&self.store, &grads, self.config.lr)?;
+                adam.step(&self.store, &grads, lr_at(steps))?;
                 steps += 1;
             }
         }
@@ -873,8 +925,14 @@ mod tests {
         let arch = Arch::new(3, &[5, 4]);
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         let params: Vec<f64> = random(arch.size, &mut rng).iter().map(|v| 2.0 * v).collect();
-        let data: Vec<f64> =
-            (0..7 * 4).map(|i| if i % 4 == 3 { rng.gen_range(0.0..5.0) } else { rng.gen_range(-1.0..1.0) }).collect();
+        // Rows of three features, a label and a weight.
+        let data: Vec<f64> = (0..7 * 5)
+            .map(|i| match i % 5 {
+                3 => rng.gen_range(0.0..5.0),
+                4 => rng.gen_range(0.2..3.0),
+                _ => rng.gen_range(-1.0..1.0),
+            })
+            .collect();
         let mut grad = vec![0.0; arch.size];
         let loss = member_mse_and_gradient(&arch, &params, &data, &mut grad);
         let mut scratch = vec![0.0; arch.size];
@@ -888,12 +946,30 @@ mod tests {
                 / (2.0 * h);
             assert!((fd - grad[i]).abs() < 1e-7 * fd.abs().max(1.0), "parameter {i}: {} vs {fd}", grad[i]);
         }
-        // The loss itself: the mean of squared errors of the forward pass.
-        let input: Vec<f64> = data.chunks_exact(4).flat_map(|r| r[..3].to_vec()).collect();
+        // The loss itself: the weighted mean of squared errors of the forward pass.
+        let input: Vec<f64> = data.chunks_exact(5).flat_map(|r| r[..3].to_vec()).collect();
         let mut acts = Vec::new();
         forward_member(&arch, &params, &input, &mut acts);
-        let mse = acts[3].iter().zip(data.chunks_exact(4)).map(|(y, r)| (y - r[3]).powi(2)).sum::<f64>() / 7.0;
-        assert!((loss - mse).abs() < 1e-14);
+        let weighted: f64 = acts[3].iter().zip(data.chunks_exact(5)).map(|(y, r)| r[4] * (y - r[3]).powi(2)).sum();
+        let total: f64 = data.chunks_exact(5).map(|r| r[4]).sum();
+        assert!((loss - weighted / total).abs() < 1e-14);
+        // Unit weights give the plain mean exactly; doubling every weight changes nothing.
+        let unit: Vec<f64> = data.iter().enumerate().map(|(i, &v)| if i % 5 == 4 { 1.0 } else { v }).collect();
+        let plain = acts[3].iter().zip(data.chunks_exact(5)).map(|(y, r)| (y - r[3]).powi(2)).sum::<f64>() / 7.0;
+        assert_eq!(member_mse_and_gradient(&arch, &params, &unit, &mut scratch), plain);
+        let doubled: Vec<f64> = data.iter().enumerate().map(|(i, &v)| if i % 5 == 4 { 2.0 * v } else { v }).collect();
+        assert!((member_mse_and_gradient(&arch, &params, &doubled, &mut scratch) - loss).abs() < 1e-14);
+    }
+
+    #[test]
+    fn pmf_cosine_learning_rate_runs_from_start_to_end() {
+        assert_eq!(cosine_lr(1e-2, 1e-4, 0, 101), 1e-2);
+        assert!((cosine_lr(1e-2, 1e-4, 100, 101) - 1e-4).abs() < 1e-18);
+        // Halfway: the mean of the two; a quarter of the way: end + (start - end) (1 + cos(pi/4)) / 2.
+        assert!((cosine_lr(1e-2, 1e-4, 50, 101) - 0.5 * (1e-2 + 1e-4)).abs() < 1e-15);
+        let quarter = 1e-4 + (1e-2 - 1e-4) * (1.0 + std::f64::consts::FRAC_1_SQRT_2) / 2.0;
+        assert!((cosine_lr(1e-2, 1e-4, 25, 101) - quarter).abs() < 1e-15);
+        assert_eq!(cosine_lr(1e-2, 1e-4, 0, 1), 1e-2);
     }
 
     #[test]
@@ -903,7 +979,8 @@ mod tests {
         let config = EnsembleConfig { precision: PmfPrecision::F64, ..config };
         let ens = PmfEnsemble::new(features, config, &Device::Cpu).unwrap();
         let p = ens.parameters_per_member();
-        let data = Tensor::from_vec(vec![0.5, 1.0, -0.5, 2.0, 0.0, 0.0], (3, 1, 2), &Device::Cpu).unwrap();
+        let data =
+            Tensor::from_vec(vec![0.5, 1.0, 1.0, -0.5, 2.0, 1.0, 0.0, 0.0, 1.0], (3, 1, 3), &Device::Cpu).unwrap();
         let op = EnsembleMse { arch: ens.arch.clone(), gradient: Mutex::new(None) };
         let losses = data.apply_op2(ens.weights.as_tensor(), op).unwrap();
         // Weight member 1's loss by 3: its gradient triples, the others' are unweighted.
@@ -911,7 +988,9 @@ mod tests {
         let grads = (losses * scale).unwrap().sum_all().unwrap().backward().unwrap();
         let g = grads.get(ens.weights.as_tensor()).unwrap().to_vec2::<f64>().unwrap();
         let w = ens.weights.as_tensor().to_vec2::<f64>().unwrap();
-        for (m, (rows, scale)) in [([0.5, 1.0], 1.0), ([-0.5, 2.0], 3.0), ([0.0, 0.0], 1.0)].iter().enumerate() {
+        for (m, (rows, scale)) in
+            [([0.5, 1.0, 1.0], 1.0), ([-0.5, 2.0, 1.0], 3.0), ([0.0, 0.0, 1.0], 1.0)].iter().enumerate()
+        {
             let mut expected = vec![0.0; p];
             member_mse_and_gradient(&ens.arch, &w[m], rows, &mut expected);
             for (a, b) in g[m].iter().zip(&expected) {

@@ -60,14 +60,16 @@ fn resumed_run_equals_uninterrupted_run() {
 }
 
 #[test]
-fn resumed_run_equals_uninterrupted_run_with_labels_from_training() {
+fn resumed_run_equals_uninterrupted_run_with_labels_from_training_ess_weights_and_annealed_fits() {
     let tiny = AldpAlConfig::tiny();
     let labels = cgflow::al::aldp::LabelConfig {
         from_training: true,
         weights: cgflow::al::aldp::EstimateWeights::StepEss,
+        fit_weights: cgflow::al::aldp::FitWeights::Ess,
         ..tiny.labels.clone()
     };
-    resumed_run_equals_uninterrupted_run_with(AldpAlConfig { labels, ..tiny });
+    let ensemble = cgflow::pmf::EnsembleConfig { final_lr: Some(1e-4), ..tiny.ensemble.clone() };
+    resumed_run_equals_uninterrupted_run_with(AldpAlConfig { labels, ensemble, ..tiny });
 }
 
 #[test]

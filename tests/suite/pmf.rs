@@ -27,6 +27,7 @@ fn config(hidden: &[usize], epochs: usize, batch: usize, lr: f64, seed: u64) -> 
         epochs,
         batch,
         lr,
+        final_lr: None,
         seed,
         precision: PmfPrecision::F32,
     }
@@ -340,6 +341,12 @@ fn pmf_bad_input_is_an_error() {
     assert!(ens.fit(&points[..5], &labels).is_err(), "width does not match the features");
     assert!(ens.fit(&points, &labels[..2]).is_err(), "labels and points differ");
     assert!(ens.fit(&[], &[]).is_err(), "empty set");
+    let err = ens.fit_weighted(&points, &labels, &[1.0, 2.0]).unwrap_err();
+    assert!(err.to_string().contains("weights"), "{err}");
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let err = ens.fit_weighted(&points, &labels, &[1.0, 1.0, bad]).unwrap_err();
+        assert!(err.to_string().contains("weight 2"), "{bad}: {err}");
+    }
     assert!(ens.predict(&[]).is_err(), "empty set");
     assert!(ens.predict(&[0.0, 1.0, 2.0]).is_err(), "wrong width");
     assert!(ens.predict(&[0.0, f64::INFINITY]).is_err());
@@ -395,7 +402,44 @@ fn pmf_reference_and_fast_configurations() {
     assert_eq!(serde_json::from_str::<EnsembleConfig>(&json).unwrap(), reference);
     let extra = json.replacen('{', "{\"dropout\":0.1,", 1);
     assert!(serde_json::from_str::<EnsembleConfig>(&extra).is_err());
+    // Settings written before `final_lr` existed read as a constant rate.
+    let mut old = serde_json::to_value(&reference).unwrap();
+    old.as_object_mut().unwrap().remove("final_lr");
+    assert_eq!(serde_json::from_value::<EnsembleConfig>(old).unwrap(), reference);
+    for bad in [0.0, -1e-4, 1.0, f64::NAN] {
+        assert!(EnsembleConfig { final_lr: Some(bad), ..reference.clone() }.validate().is_err(), "{bad}");
+    }
+    assert!(EnsembleConfig { final_lr: Some(1e-4), ..reference.clone() }.validate().is_ok());
     let features = serde_json::to_string(&CgFeatures::Interval { lo: -2.5, hi: 1.1 }).unwrap();
     assert_eq!(serde_json::from_str::<CgFeatures>(&features).unwrap(), mb_features());
     assert_eq!(serde_json::to_string(&CgFeatures::Angles { count: 2 }).unwrap(), r#"{"angles":{"count":2}}"#);
+}
+
+#[test]
+fn pmf_weighted_fit_reaches_the_weighted_mean_of_conflicting_labels() {
+    // Two points, each labelled twice with different values: the weighted least-squares optimum
+    // at a point is the weighted mean of its labels, (3 * 1 + 5) / 4 = 2 and (0 + 3 * 4) / 4 = 3,
+    // where the plain fit goes to the plain means, 3 and 2.
+    let features = CgFeatures::Interval { lo: 0.0, hi: 1.0 };
+    let points = [0.2, 0.2, 0.8, 0.8];
+    let labels = [1.0, 5.0, 0.0, 4.0];
+    let weights = [3.0, 1.0, 1.0, 3.0];
+    let cfg = EnsembleConfig {
+        members: 3,
+        train_fraction: 1.0,
+        precision: PmfPrecision::F64,
+        ..config(&[8], 800, 4, 1e-2, 5)
+    };
+    let mut weighted = PmfEnsemble::new(features, cfg.clone(), &Device::Cpu).unwrap();
+    weighted.fit_weighted(&points, &labels, &weights).unwrap();
+    let (mean, _) = weighted.predict(&[0.2, 0.8]).unwrap();
+    assert!(max_abs_diff(&mean, &[2.0, 3.0]) < 0.02, "weighted fit: {mean:?}");
+    let mut plain = PmfEnsemble::new(features, cfg.clone(), &Device::Cpu).unwrap();
+    plain.fit(&points, &labels).unwrap();
+    let (mean, _) = plain.predict(&[0.2, 0.8]).unwrap();
+    assert!(max_abs_diff(&mean, &[3.0, 2.0]) < 0.02, "plain fit: {mean:?}");
+    // Equal weights of any scale are the plain fit, bit for bit.
+    let mut scaled = PmfEnsemble::new(features, cfg, &Device::Cpu).unwrap();
+    scaled.fit_weighted(&points, &labels, &[0.5; 4]).unwrap();
+    assert_eq!(scaled.predict(&[0.2, 0.8]).unwrap().0, mean);
 }

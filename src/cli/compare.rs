@@ -5,7 +5,9 @@
 //! `--reference`), averaged over independent groups of walkers, or Metropolis Monte Carlo on
 //! Müller-Brown against the exact PMF (`--muller-brown`), averaged over runs. Each empty-bin rule
 //! (`--empty-bins`, repeatable) gives its own curve; `--method-points` reads a method's (evaluations,
-//! KLD) points and prints its speedup over the baseline under every rule.
+//! KLD) points and prints its speedup over the baseline under every rule. A third baseline is the
+//! curves saved by an earlier `--out` (`--baseline-curves`): a method can then be compared with a
+//! committed MD curve without the MD run's files.
 
 use std::path::{Path, PathBuf};
 
@@ -24,10 +26,10 @@ use cgflow::metrics::{halves_noise_floor, BinGrid, EmptyBinRule, HalvesNoiseFloo
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     /// Reference probabilities on the bins x bins (phi, psi) grid (.npy), e.g. from `cgflow umbrella`.
-    #[arg(long, value_name = "NPY", required_unless_present = "muller_brown")]
+    #[arg(long, value_name = "NPY", required_unless_present_any = ["muller_brown", "baseline_curves"])]
     reference: Option<PathBuf>,
     /// Output folder of a `cgflow md` run of alanine dipeptide (cv.f32 and cv.json).
-    #[arg(long, value_name = "DIR", required_unless_present = "muller_brown")]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["muller_brown", "baseline_curves"])]
     md: Option<PathBuf>,
     /// The System the run must have used; a CV file from another system is refused.
     #[arg(long, value_name = "XML")]
@@ -39,13 +41,9 @@ pub struct CompareArgs {
     groups: Vec<usize>,
     /// Empty-bin rule for model histograms (repeatable): none, pseudo-count:A (A counts added to
     /// every bin), smooth:SIGMA[:FLOOR] (Gaussian kernel of SIGMA bins, periodic on (phi, psi), then
-    /// a uniform floor of total probability FLOOR, default 1e-4).
-    #[arg(
-        long = "empty-bins",
-        value_name = "RULE",
-        value_delimiter = ',',
-        default_values_t = vec!["pseudo-count:1".to_string(), "smooth:2".to_string()]
-    )]
+    /// a uniform floor of total probability FLOOR, default 1e-4). Default: pseudo-count:1,smooth:2;
+    /// with --baseline-curves, every rule the file holds (a rule given must be among them).
+    #[arg(long = "empty-bins", value_name = "RULE", value_delimiter = ',')]
     empty_bins: Vec<String>,
     /// Compare at the resolution of a Gaussian kernel of this many bins: the reference and every
     /// model distribution are smoothed with it (the reference's noise floor is measured the same way).
@@ -88,6 +86,14 @@ pub struct CompareArgs {
     /// (100 bins on [-2.5, 1.1], quadrature) instead of an MD run.
     #[arg(long, conflicts_with_all = ["reference", "md", "system"])]
     muller_brown: bool,
+    /// Baseline: the curves of an earlier `cgflow compare --out` (any baseline kind), read back
+    /// instead of recomputed; KLDs, standard errors and the end of the run come from the file.
+    #[arg(
+        long,
+        value_name = "JSON",
+        conflicts_with_all = ["reference", "md", "system", "muller_brown", "halves", "smooth_reference"]
+    )]
+    baseline_curves: Option<PathBuf>,
     /// Müller-Brown: independent runs (averaged).
     #[arg(long, default_value_t = 8)]
     mb_runs: usize,
@@ -108,9 +114,15 @@ pub struct CompareArgs {
     seed: u64,
 }
 
+/// Plot titles of the two baseline kinds.
+const MD_TITLE: &str = "alanine dipeptide: KLD to the reference vs energy evaluations";
+const MB_TITLE: &str = "Müller-Brown Metropolis: KLD to the exact PMF vs energy evaluations";
+
 /// A baseline curve under one rule: the stitched curve and what it was made of.
 struct RuleCurves {
     rule: EmptyBinRule,
+    /// The rule's own bias: the KLD of the reference itself under it.
+    bias: f64,
     /// (label, mean curve, individual curves) per group count or run set.
     parts: Vec<(String, Vec<CostPoint>, Vec<Vec<CostPoint>>)>,
     stitched: Vec<CostPoint>,
@@ -123,9 +135,6 @@ pub fn run(args: CompareArgs) -> Result<()> {
         .iter()
         .map(|r| r.parse::<EmptyBinRule>().map_err(anyhow::Error::from))
         .collect::<Result<Vec<_>>>()?;
-    if rules.is_empty() {
-        bail!("give at least one --empty-bins rule");
-    }
     if args.per_decade == 0 {
         bail!("--per-decade must be positive");
     }
@@ -133,7 +142,18 @@ pub fn run(args: CompareArgs) -> Result<()> {
         bail!("--kld-levels and --milestones must be finite and positive, got {bad}");
     }
     let method = args.method_points.as_deref().map(read_method_points).transpose()?;
-    let baseline = if args.muller_brown { muller_brown_baseline(&args, &rules)? } else { md_baseline(&args, &rules)? };
+    let baseline = match &args.baseline_curves {
+        Some(path) => saved_baseline(path, &rules)?,
+        None => {
+            let rules =
+                if rules.is_empty() { vec![EmptyBinRule::PseudoCount(1.0), EmptyBinRule::smooth(2.0)] } else { rules };
+            if args.muller_brown {
+                muller_brown_baseline(&args, &rules)?
+            } else {
+                md_baseline(&args, &rules)?
+            }
+        }
+    };
     let default_milestones = if args.muller_brown { vec![1e4, 1e5, 1e6] } else { vec![1e6, 1e7, 1e8] };
     let milestones = if args.milestones.is_empty() { default_milestones } else { args.milestones.clone() };
 
@@ -141,7 +161,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let mut rule_json = Vec::new();
     for curves in &baseline.rules {
         println!("\n## empty bins: {}", curves.rule);
-        let bias = baseline.reference.rule_bias(curves.rule)?;
+        let bias = curves.bias;
         if bias > 0.0 {
             println!("# this rule's own bias (KLD of the reference itself under it): {bias:.3e}");
         }
@@ -263,7 +283,6 @@ struct Baseline {
     /// Short name for legends.
     name: &'static str,
     title: String,
-    reference: KlReference,
 }
 
 fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
@@ -349,7 +368,7 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
             parts.push((label, mean, curves));
         }
         let stitched = stitch_curves(&parts.iter().map(|(_, m, _)| m.as_slice()).collect::<Vec<_>>())?;
-        rule_curves.push(RuleCurves { rule, parts, stitched });
+        rule_curves.push(RuleCurves { rule, bias: kl_reference.rule_bias(rule)?, parts, stitched });
     }
     let steps = description["steps"].as_u64().unwrap_or(frames as u64 * steps_per_frame);
     let complete = steps / steps_per_frame == frames as u64;
@@ -381,8 +400,7 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
         end_of_run: complete.then_some(EndOfRun { evaluations_made: (steps * walkers as u64) as f64 }),
         rules: rule_curves,
         name: "MD",
-        title: "alanine dipeptide: KLD to the reference vs energy evaluations".into(),
-        reference: kl_reference,
+        title: MD_TITLE.into(),
     })
 }
 
@@ -458,12 +476,15 @@ fn muller_brown_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<B
         .rules
         .iter()
         .zip(curves.mean.iter().zip(&curves.runs))
-        .map(|(&rule, (mean, runs))| RuleCurves {
-            rule,
-            parts: vec![(format!("mean of {} runs", config.runs), mean.clone(), runs.clone())],
-            stitched: mean.clone(),
+        .map(|(&rule, (mean, runs))| {
+            Ok(RuleCurves {
+                rule,
+                bias: reference.rule_bias(rule)?,
+                parts: vec![(format!("mean of {} runs", config.runs), mean.clone(), runs.clone())],
+                stitched: mean.clone(),
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     let header = vec![
         format!(
             "# Müller-Brown Metropolis: {} runs of {} chains x {} proposals ({} evaluations per run), step {}, \
@@ -497,8 +518,87 @@ fn muller_brown_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<B
         end_of_run: None,
         rules: rule_curves,
         name: "Metropolis MC",
-        title: "Müller-Brown Metropolis: KLD to the exact PMF vs energy evaluations".into(),
-        reference,
+        title: MB_TITLE.into(),
+    })
+}
+
+/// The baseline saved by an earlier `cgflow compare --out`: its rules (those of `rules`, or all
+/// when `rules` is empty), curves, noise floor and end of run.
+fn saved_baseline(path: &Path, rules: &[EmptyBinRule]) -> Result<Baseline> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let saved: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let bad = |what: &str| anyhow::anyhow!("{}: not the output of `cgflow compare --out` ({what})", path.display());
+    // Curves are written as [evaluations, kld] pairs with null for an infinite KLD.
+    let curve = |value: &serde_json::Value| -> Result<Vec<CostPoint>> {
+        let pairs = value.as_array().ok_or_else(|| bad("a curve is not an array"))?;
+        pairs
+            .iter()
+            .map(|pair| match pair.as_array().map(Vec::as_slice) {
+                Some([e, k]) => Ok(CostPoint {
+                    evaluations: e.as_f64().ok_or_else(|| bad("a curve point has no evaluation count"))?,
+                    kld: k.as_f64().unwrap_or(f64::INFINITY),
+                }),
+                _ => Err(bad("a curve point is not an [evaluations, kld] pair")),
+            })
+            .collect()
+    };
+    let info = saved.get("baseline").cloned().ok_or_else(|| bad("no \"baseline\""))?;
+    let saved_rules = saved["rules"].as_array().ok_or_else(|| bad("no \"rules\""))?;
+    let mut rule_curves = Vec::new();
+    for entry in saved_rules {
+        let rule: EmptyBinRule =
+            entry["rule"].as_str().ok_or_else(|| bad("a rule without a name"))?.parse().map_err(anyhow::Error::from)?;
+        if !rules.is_empty() && !rules.contains(&rule) {
+            continue;
+        }
+        let mut parts = Vec::new();
+        for part in entry["parts"].as_array().ok_or_else(|| bad("a rule without \"parts\""))? {
+            let label = part["label"].as_str().unwrap_or("curve").to_string();
+            let each = part["curves"].as_array().ok_or_else(|| bad("a part without \"curves\""))?;
+            parts.push((label, curve(&part["mean"])?, each.iter().map(curve).collect::<Result<Vec<_>>>()?));
+        }
+        rule_curves.push(RuleCurves {
+            rule,
+            bias: entry["rule_bias"].as_f64().unwrap_or(f64::INFINITY),
+            parts,
+            stitched: curve(&entry["stitched"])?,
+        });
+    }
+    if let Some(missing) = rules.iter().find(|r| !rule_curves.iter().any(|c| c.rule == **r)) {
+        let held: Vec<&str> = saved_rules.iter().filter_map(|r| r["rule"].as_str()).collect();
+        bail!("{} holds no curve under the rule {missing} (it holds {})", path.display(), held.join(", "));
+    }
+    if rule_curves.is_empty() {
+        bail!("{} holds no curves", path.display());
+    }
+    let floor = saved["noise_floor"].as_object().and_then(|f| {
+        let number = |key: &str| f.get(key).map(|v| v.as_f64().unwrap_or(f64::INFINITY));
+        Some(HalvesNoiseFloor {
+            kld_halves: number("kld_halves")?,
+            floor_whole: number("floor_whole_reference")?,
+            floor_half: number("floor_one_half")?,
+            kernel_bins: f.get("kernel_bins")?.as_f64()?,
+        })
+    });
+    let muller_brown = info["kind"].as_str().is_some_and(|k| k.contains("muller-brown"));
+    let header = vec![
+        format!(
+            "# baseline curves read from {}, made by: {}",
+            path.display(),
+            saved["command"].as_str().unwrap_or("?")
+        ),
+        floor_line(floor.as_ref()),
+    ];
+    Ok(Baseline {
+        header,
+        stitch_note: "as saved".into(),
+        info,
+        floor,
+        end_of_run: saved["end_of_run_evaluations_made"].as_f64().map(|e| EndOfRun { evaluations_made: e }),
+        rules: rule_curves,
+        name: if muller_brown { "Metropolis MC" } else { "MD" },
+        title: if muller_brown { MB_TITLE.into() } else { MD_TITLE.into() },
     })
 }
 

@@ -167,6 +167,51 @@ fn compare_on_a_tiny_run_matches_hand_computed_divergences() {
     let bias = kl(&P, &P.map(|x| 0.9 * x + 0.025));
     assert!((v["rules"][1]["rule_bias"].as_f64().unwrap() - bias).abs() < 1e-14);
     assert_eq!(v["rules"][0]["rule_bias"], 0.0);
+
+    // The saved curves as the baseline: the same speedups, milestones, levels, floor and biases
+    // without the MD run, for all its rules or the one asked for.
+    let again_json = tmp.path().join("again.json");
+    let out = cgflow(&[
+        "compare",
+        "--baseline-curves",
+        path(&out_json),
+        "--milestones",
+        "25,70,1000",
+        "--method-points",
+        path(&method),
+        "--kld-levels",
+        "0.03",
+        "--out",
+        path(&again_json),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let w: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&again_json).unwrap()).unwrap();
+    for key in ["noise_floor", "end_of_run_evaluations_made", "baseline"] {
+        assert_eq!(w[key], v[key], "{key}");
+    }
+    for key in
+        ["rule", "rule_bias", "stitched", "parts", "milestones", "end_of_run", "evaluations_to_reach", "speedups"]
+    {
+        for r in 0..2 {
+            assert_eq!(w["rules"][r][key], v["rules"][r][key], "rule {r}: {key}");
+        }
+    }
+    let one = cgflow(&["compare", "--baseline-curves", path(&out_json), "--empty-bins", "smooth:0:0.1"]);
+    let stdout = String::from_utf8_lossy(&one.stdout);
+    assert!(
+        one.status.success()
+            && stdout.contains("## empty bins: smooth:0:0.1")
+            && !stdout.contains("## empty bins: pseudo-count:1"),
+        "{stdout}"
+    );
+    let missing = failing(&["compare", "--baseline-curves", path(&out_json), "--empty-bins", "pseudo-count:2"]);
+    assert!(missing.contains("no curve under the rule pseudo-count:2"), "{missing}");
+    std::fs::write(tmp.path().join("other.json"), "{\"rules\": 3}").unwrap();
+    let other = failing(&["compare", "--baseline-curves", path(&tmp.path().join("other.json"))]);
+    assert!(other.contains("not the output of `cgflow compare --out`"), "{other}");
+    // It replaces the MD run: giving both is clap's usage error (exit 2).
+    let both_given = cgflow(&["compare", "--baseline-curves", path(&out_json), "--md", path(&md)]);
+    assert_eq!(both_given.status.code(), Some(2));
 }
 
 #[test]

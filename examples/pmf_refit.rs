@@ -5,8 +5,11 @@
 //! energy evaluation.
 //!
 //! ```sh
-//! cargo run --release --example pmf_refit -- runs/al-fast [FITS (default 4)] [FINAL_LR]
+//! cargo run --release --example pmf_refit -- runs/al-fast [FITS (default 4)] [SETTING=JSON ...]
 //! ```
+//!
+//! Each `SETTING=JSON` overrides one of the run's settings by its dotted path, e.g.
+//! `ensemble.final_lr=1e-4 labels.cap_kt=12 ensemble.members=20`.
 
 use candle_core::Device;
 use cgflow::al::aldp::{grid_centres, AldpAlConfig, FitWeights, LabelConfig, PointSets};
@@ -17,13 +20,19 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let run = PathBuf::from(args.next().ok_or("usage: pmf_refit RUN_DIR [FITS] [FINAL_LR]")?);
+    let run = PathBuf::from(args.next().ok_or("usage: pmf_refit RUN_DIR [FITS] [SETTING=JSON ...]")?);
     let fits: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(4);
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("checkpoint/state.json"))?)?;
-    let mut config: AldpAlConfig = serde_json::from_value(state["config"].clone())?;
-    if let Some(final_lr) = args.next() {
-        config.ensemble.final_lr = Some(final_lr.parse()?);
+    let mut settings = state["config"].clone();
+    for assignment in args {
+        let (path, value) = assignment.split_once('=').ok_or(format!("{assignment}: expected SETTING=JSON"))?;
+        let mut slot = &mut settings;
+        for key in path.split('.') {
+            slot = slot.get_mut(key).ok_or(format!("{path}: no such setting"))?;
+        }
+        *slot = serde_json::from_str(value)?;
     }
+    let config: AldpAlConfig = serde_json::from_value(settings)?;
     let points: PointSets = serde_json::from_value(state["points"].clone())?;
     // The loop's own preparation (labelled points, capped, centred); only the weights differ.
     let uniform = points.fit_set(&LabelConfig { fit_weights: FitWeights::Uniform, ..config.labels.clone() })?;
@@ -32,12 +41,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let grid: Vec<f64> = grid_centres(100)?.iter().flatten().copied().collect();
     let e = &config.ensemble;
     println!(
-        "{}: {} labelled points, {fits} fits of {} epochs, lr {} to {:?}",
+        "{}: {} labelled points, {fits} fits of {} epochs, {} members, lr {} to {:?}, cap {:?} kT",
         run.display(),
         uniform.labels.len(),
         e.epochs,
+        e.members,
         e.lr,
-        e.final_lr
+        e.final_lr,
+        config.labels.cap_kt
     );
     for (name, set) in [("uniform", &uniform), ("ess", &ess)] {
         let mut ensemble = PmfEnsemble::new(CgFeatures::Angles { count: 2 }, config.ensemble.clone(), &Device::Cpu)?;

@@ -343,9 +343,14 @@ impl AldpAlConfig {
                 cap_kt: Some(30.0),
                 from_training: false,
                 weights: EstimateWeights::PointEss,
-                fit_weights: FitWeights::Uniform,
+                fit_weights: FitWeights::Ess,
             },
-            ensemble: EnsembleConfig { epochs: 300, hidden: vec![128, 64, 32], ..EnsembleConfig::fast() },
+            ensemble: EnsembleConfig {
+                epochs: 300,
+                hidden: vec![128, 64, 32],
+                final_lr: Some(1e-4),
+                ..EnsembleConfig::fast()
+            },
             search: AldpSearchConfig {
                 threshold_kt: 0.5,
                 starts: SearchStarts::TrainingPoints,

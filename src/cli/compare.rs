@@ -91,7 +91,10 @@ pub struct CompareArgs {
     #[arg(
         long,
         value_name = "JSON",
-        conflicts_with_all = ["reference", "md", "system", "muller_brown", "halves", "smooth_reference"]
+        conflicts_with_all = [
+            "reference", "md", "system", "muller_brown", "halves", "smooth_reference", "smooth_reference_only",
+            "groups", "per_decade"
+        ]
     )]
     baseline_curves: Option<PathBuf>,
     /// Müller-Brown: independent runs (averaged).

@@ -241,8 +241,16 @@ pub struct AldpAlConfig {
     pub search: AldpSearchConfig,
     /// Fraction of each set of new points held out as test points (labelled, never fitted).
     pub test_fraction: f64,
-    /// Fraction of the older training points mixed into each iteration's flow training.
+    /// Fraction of the older training points mixed into each iteration's flow training (and,
+    /// unless `labels.refresh_all`, relabelled).
     pub old_fraction: f64,
+    /// How the older points are drawn. `None` (the default): uniformly. `Some(tau)`: without
+    /// replacement with weights exp(-(F - F_min) / tau), F the ensemble mean from the previous
+    /// iteration (kT), so that training and label samples go where the probability is. tau = 2
+    /// spends them in proportion to the square root of the probability, the split that minimises
+    /// the probability-weighted variance of the labels; a large tau is uniform again.
+    #[serde(default)]
+    pub old_temperature_kt: Option<f64>,
     /// Upper bound on active-learning iterations.
     pub max_iterations: usize,
     /// Grid conditioning (used by `cgflow grid`).
@@ -303,6 +311,7 @@ impl AldpAlConfig {
             },
             test_fraction: 0.2,
             old_fraction: 0.3,
+            old_temperature_kt: None,
             max_iterations: 50,
             grid: GridConfig { points_per_angle: 100, epochs: 100 },
         }
@@ -319,7 +328,10 @@ impl AldpAlConfig {
     /// with labels capped 30 kT above the lowest, for up to 16 iterations. Training and labels
     /// share the evaluations 2:1 (128 and 64 per point and iteration): the other way round (64 and
     /// 128) reached KLD 0.0225 at 1.9e6 evaluations, this 0.0110, because a better-trained flow
-    /// makes every later label better (label ESS 21 % instead of 13 %).
+    /// makes every later label better (label ESS 21 % instead of 13 %). The older points that
+    /// join each iteration's training and labels are drawn with weights exp(-F / 2 kT) rather than
+    /// uniformly, so that the samples go where the probability is: KLD at 1.34e6 evaluations fell
+    /// from 0.0137 and 0.0131 to 0.0084 and 0.0099 (seeds 1 and 2), without a single extra evaluation.
     pub fn fast() -> Self {
         let reference = Self::reference();
         Self {
@@ -360,6 +372,7 @@ impl AldpAlConfig {
                 max_steps: 200_000,
                 ..reference.search
             },
+            old_temperature_kt: Some(2.0),
             max_iterations: 16,
             grid: GridConfig { points_per_angle: 40, epochs: 8 },
             ..reference
@@ -433,6 +446,9 @@ impl AldpAlConfig {
         }
         if !(0.0..=1.0).contains(&self.old_fraction) {
             return Err(Error::invalid(format!("old_fraction must be in [0, 1], got {}", self.old_fraction)));
+        }
+        if let Some(tau) = self.old_temperature_kt.filter(|t| !(t.is_finite() && *t > 0.0)) {
+            return Err(Error::invalid(format!("old_temperature_kt must be positive, got {tau}")));
         }
         self.ensemble.validate()
     }
@@ -906,8 +922,7 @@ impl AldpAl {
         let mut rng = self.rng(1000 + iteration as u64);
 
         // Training by energy on the newest points plus a fraction of the older ones.
-        let pool =
-            Self::newest_and_some_older(state.points.train.len(), state.points.newest, config.old_fraction, &mut rng);
+        let pool = self.newest_and_some_older(state, &mut rng)?;
         let pool_points: Vec<[f64; 2]> = pool.iter().map(|&i| state.points.train[i]).collect();
         let epochs = match state.mode {
             AlMode::ActiveLearning => config.energy_training.epochs,
@@ -1063,13 +1078,26 @@ impl AldpAl {
     }
 
     /// Indices of the `newest` last of `n` points plus a random `fraction` of the others.
-    fn newest_and_some_older(n: usize, newest: usize, fraction: f64, rng: &mut ChaCha8Rng) -> Vec<usize> {
-        let first_new = n - newest.min(n);
+    fn newest_and_some_older(&self, state: &AldpAlState, rng: &mut ChaCha8Rng) -> Result<Vec<usize>> {
+        let n = state.points.train.len();
+        let first_new = n - state.points.newest.min(n);
         let mut pool: Vec<usize> = (first_new..n).collect();
-        let mut old: Vec<usize> = (0..first_new).collect();
-        old.shuffle(rng);
-        pool.extend(old.iter().take((fraction * first_new as f64).ceil() as usize));
-        pool
+        let wanted = (self.config.old_fraction * first_new as f64).ceil() as usize;
+        match self.config.old_temperature_kt {
+            Some(tau) if first_new > 0 => {
+                let older = flat(&state.points.train[..first_new]);
+                let (mean, _) = state.ensemble.predict(&older)?;
+                let min = mean.iter().copied().fold(f64::INFINITY, f64::min);
+                let log_weights: Vec<f64> = mean.iter().map(|f| -(f - min) / tau).collect();
+                pool.extend(weighted_subset(&log_weights, wanted, rng));
+            }
+            _ => {
+                let mut old: Vec<usize> = (0..first_new).collect();
+                old.shuffle(rng);
+                pool.extend(old.iter().take(wanted));
+            }
+        }
+        Ok(pool)
     }
 
     /// Epochs of conditional reverse-KL training at `pool`; returns the last epoch's mean loss,
@@ -1201,9 +1229,28 @@ impl AldpAl {
     }
 }
 
+/// `k` distinct indices drawn without replacement, each draw with probability proportional to
+/// exp(log_weights[i]) among those left: the k largest of log_weights[i] + Gumbel noise
+/// (Efraimidis and Spirakis), which stays finite for weights far below the float range.
+fn weighted_subset(log_weights: &[f64], k: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    let mut keys: Vec<(f64, usize)> = log_weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            // u in (0, 1), never 0 or 1, so the Gumbel draw is finite.
+            let u = ((rng.gen::<u64>() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            (w - (-u.ln()).ln(), i)
+        })
+        .collect();
+    keys.sort_by(|a, b| b.0.total_cmp(&a.0));
+    keys.into_iter().take(k).map(|(_, i)| i).collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{combine_estimates, with_step_mean_ess, AldpAlConfig, FitWeights, LabelConfig, PointSets};
+    use super::{
+        combine_estimates, weighted_subset, with_step_mean_ess, AldpAlConfig, FitWeights, LabelConfig, PointSets,
+    };
 
     #[test]
     fn fit_set_keeps_labelled_points_caps_centres_and_weights() {
@@ -1232,6 +1279,40 @@ mod tests {
         assert!((uncapped.labels[1] - (50.0 - 54.0 / 3.0)).abs() < 1e-14);
         let none = PointSets { train_labels: vec![None; 4], ..points };
         assert!(none.fit_set(&labels).unwrap_err().to_string().contains("no training point"));
+    }
+
+    #[test]
+    fn weighted_subsets_follow_the_weights() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // One draw: probabilities w / sum(w) = (1, 2, 4, 8, 0) / 15; 60 000 draws, within 5 sigma.
+        let log_w = [0.0, 2f64.ln(), 4f64.ln(), 8f64.ln(), f64::NEG_INFINITY];
+        let draws = 60_000;
+        let mut counts = [0usize; 5];
+        for _ in 0..draws {
+            let picked = weighted_subset(&log_w, 1, &mut rng);
+            counts[picked[0]] += 1;
+        }
+        for (i, w) in [1.0, 2.0, 4.0, 8.0, 0.0].into_iter().enumerate() {
+            let p = w / 15.0;
+            let sigma = (p * (1.0 - p) / draws as f64).sqrt();
+            let got = counts[i] as f64 / draws as f64;
+            assert!((got - p).abs() <= 5.0 * sigma + 1e-12, "index {i}: {got} vs {p}");
+        }
+        // Two draws: P(first two are {0, 1}) = (1/15)(2/14) + (2/15)(1/13), the sequential rule.
+        let mut both = 0;
+        for _ in 0..draws {
+            let mut picked = weighted_subset(&log_w, 2, &mut rng);
+            picked.sort();
+            both += (picked == [0, 1]) as usize;
+        }
+        let p = 1.0 / 15.0 * 2.0 / 14.0 + 2.0 / 15.0 * 1.0 / 13.0;
+        let sigma = (p * (1.0 - p) / draws as f64).sqrt();
+        assert!((both as f64 / draws as f64 - p).abs() <= 5.0 * sigma, "{both} vs {p}");
+        // Distinct indices, and no more than there are.
+        let all = weighted_subset(&[-1e300, 0.0, -1e300], 5, &mut rng);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0], 1);
     }
 
     #[test]

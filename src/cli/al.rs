@@ -151,7 +151,7 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
         let entry = al.iterate(&mut state, &mut |e| bars.event(e))?;
         bars.finish();
         // PNGs first: a kill before the checkpoint reruns the iteration and redraws them.
-        write_pngs(&al, &state, &out, entry.iteration)?;
+        write_pmf_files(&al, &state, &out, entry.iteration)?;
         save_al_state(&out, &config, &state)?;
         append_log(&out, &entry)?;
         print_iteration(&entry);
@@ -211,7 +211,7 @@ fn print_iteration(e: &AldpIteration) {
     );
 }
 
-fn write_pngs(al: &AldpAl, state: &AldpAlState, out: &Path, iteration: usize) -> Result<()> {
+fn write_pmf_files(al: &AldpAl, state: &AldpAlState, out: &Path, iteration: usize) -> Result<()> {
     let (pmf, std) = al.pmf_grid(&state.ensemble, 100)?;
     for (name, values, label, clip, title) in [
         ("pmf", &pmf, "F / kT", 15.0, format!("ensemble-mean PMF, iteration {iteration}")),
@@ -235,8 +235,10 @@ fn write_pngs(al: &AldpAl, state: &AldpAlState, out: &Path, iteration: usize) ->
             },
         )?;
     }
-    let pmf_path = out.join("pmf_kt.npy");
-    cgflow::io::npy::write_npy(&pmf_path, &[100, 100], &pmf)?;
+    // The latest PMF, and this iteration's (for curves of accuracy by region after the run).
+    for name in ["pmf_kt.npy".to_owned(), format!("pmf_iter{iteration:02}_kt.npy")] {
+        cgflow::io::npy::write_npy(&out.join(name), &[100, 100], &pmf)?;
+    }
     Ok(())
 }
 

@@ -32,6 +32,10 @@ fn shipped_settings_files_are_the_presets_and_unknown_fields_are_named() {
     assert!(err.contains("unknown field `learning_rate`"), "{err}");
     let bad = AldpAlConfig { test_fraction: 1.5, ..AldpAlConfig::tiny() };
     assert!(bad.validate().unwrap_err().to_string().contains("test_fraction"));
+    for tau in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let bad = AldpAlConfig { old_temperature_kt: Some(tau), ..AldpAlConfig::tiny() };
+        assert!(bad.validate().unwrap_err().to_string().contains("old_temperature_kt must be positive"), "{tau}");
+    }
 }
 
 /// Equal JSON values, numbers within 1e-9 relative (integers exactly).
@@ -60,7 +64,7 @@ fn resumed_run_equals_uninterrupted_run() {
 }
 
 #[test]
-fn resumed_run_equals_uninterrupted_run_with_labels_from_training_ess_weights_and_annealed_fits() {
+fn resumed_run_equals_uninterrupted_run_with_labels_from_training_ess_weights_annealed_fits_and_weighted_old_points() {
     let tiny = AldpAlConfig::tiny();
     let labels = cgflow::al::aldp::LabelConfig {
         from_training: true,
@@ -69,7 +73,7 @@ fn resumed_run_equals_uninterrupted_run_with_labels_from_training_ess_weights_an
         ..tiny.labels.clone()
     };
     let ensemble = cgflow::pmf::EnsembleConfig { final_lr: Some(1e-4), ..tiny.ensemble.clone() };
-    resumed_run_equals_uninterrupted_run_with(AldpAlConfig { labels, ensemble, ..tiny });
+    resumed_run_equals_uninterrupted_run_with(AldpAlConfig { labels, ensemble, old_temperature_kt: Some(2.0), ..tiny });
 }
 
 #[test]
@@ -178,9 +182,20 @@ fn cli_run_killed_at_any_moment_and_resumed_ends_like_an_uninterrupted_one() {
     let whole = dir.path().join("whole");
     let output = cgflow_al(&["--out", whole.to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    for file in ["config.json", "log.jsonl", "pmf_iter00.png", "std_iter01.png", "pmf_kt.npy", "summary.json"] {
+    for file in [
+        "config.json",
+        "log.jsonl",
+        "pmf_iter00.png",
+        "std_iter01.png",
+        "pmf_kt.npy",
+        "pmf_iter01_kt.npy",
+        "summary.json",
+    ] {
         assert!(whole.join(file).exists(), "{file} missing");
     }
+    let read = |name: &str| std::fs::read(whole.join(name)).expect(name);
+    assert_eq!(read("pmf_kt.npy"), read("pmf_iter01_kt.npy"), "pmf_kt.npy is the last iteration's");
+    assert_ne!(read("pmf_iter00_kt.npy"), read("pmf_iter01_kt.npy"));
     let expected = log_lines(&whole);
     assert_eq!(expected.len(), 2);
     // The final model is a molecule model that `cgflow backmap` takes (the tiny flow is barely

@@ -1078,7 +1078,8 @@ impl AldpAl {
         Ok(entry)
     }
 
-    /// Indices of the `newest` last of `n` points plus a random `fraction` of the others.
+    /// Indices of the newest training points plus `old_fraction` of the others, drawn uniformly
+    /// or, with `old_temperature_kt`, weighted by exp(-F / tau) on the current ensemble mean.
     fn newest_and_some_older(&self, state: &AldpAlState, rng: &mut ChaCha8Rng) -> Result<Vec<usize>> {
         let n = state.points.train.len();
         let first_new = n - state.points.newest.min(n);

@@ -64,8 +64,11 @@ fn resumed_run_equals_uninterrupted_run() {
 }
 
 #[test]
-fn resumed_run_equals_uninterrupted_run_with_labels_from_training_ess_weights_annealed_fits_and_weighted_old_points() {
+fn resumed_run_equals_uninterrupted_run_with_labels_from_training_ess_weights_annealed_fits_and_uniform_old_points() {
+    // The tiny preset draws the older points by weight (as the fast one does); this covers the
+    // uniform draw.
     let tiny = AldpAlConfig::tiny();
+    assert_eq!(tiny.old_temperature_kt, Some(2.0));
     let labels = cgflow::al::aldp::LabelConfig {
         from_training: true,
         weights: cgflow::al::aldp::EstimateWeights::StepEss,
@@ -73,7 +76,7 @@ fn resumed_run_equals_uninterrupted_run_with_labels_from_training_ess_weights_an
         ..tiny.labels.clone()
     };
     let ensemble = cgflow::pmf::EnsembleConfig { final_lr: Some(1e-4), ..tiny.ensemble.clone() };
-    resumed_run_equals_uninterrupted_run_with(AldpAlConfig { labels, ensemble, old_temperature_kt: Some(2.0), ..tiny });
+    resumed_run_equals_uninterrupted_run_with(AldpAlConfig { labels, ensemble, old_temperature_kt: None, ..tiny });
 }
 
 #[test]

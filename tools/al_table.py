@@ -24,8 +24,10 @@ def speedups(path):
             continue
         m = row.match(line)
         if m and rule is not None:
-            by_rule[rule].append(float(m.group(1).lstrip("> ")) if not m.group(1).startswith(">")
-                                 else "> %.1f" % float(m.group(1)[1:]))
+            # "> x": a lower bound (MD never reaches that KLD), kept as text.
+            text = m.group(1)
+            value = float(text.lstrip("> "))
+            by_rule[rule].append(f"> {value:.1f}" if text.startswith(">") else value)
         elif not line.startswith(" "):
             rule = None
     return by_rule

@@ -34,6 +34,11 @@ fn main() {
     if !lib.join("libOpenMM.so").is_file() && !lib.join("libOpenMM.dylib").is_file() {
         fail(&format!("no libOpenMM in {}. Run ./setup.sh first.", lib.display()));
     }
+    // The OpenCL-for-CPUs install of `setup.sh --opencl-cpu` sits beside the installation
+    // (.openmm/opencl next to .openmm/OpenMM.libs); taken before canonicalising, because
+    // OpenMM.libs is a link into the virtual environment.
+    let opencl_cpu = home.parent().map(|p| p.join("opencl")).unwrap_or_else(|| PathBuf::from("opencl"));
+    println!("cargo:rustc-env=CGFLOW_OPENCL_CPU_DIR={}", opencl_cpu.display());
     let home = home.canonicalize().unwrap_or(home);
     let lib = home.join("lib");
     let include = home.join("include");

@@ -4,8 +4,19 @@
 #   2. links them where .cargo/config.toml expects them (./.openmm);
 #   3. builds cgflow (release);
 #   4. evaluates the energy and forces of alanine dipeptide's minimum-energy structure.
+# Option --opencl-cpu also installs an OpenCL implementation for CPUs (pocl) and the OpenCL loader
+# from PyPI into .venv, so that OpenMM's OpenCL platform runs on a machine without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+opencl_cpu=0
+for arg in "$@"; do
+    case "$arg" in
+        --opencl-cpu) opencl_cpu=1 ;;
+        -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "setup.sh: unknown option '$arg' (known: --opencl-cpu)" >&2; exit 1 ;;
+    esac
+done
 
 PYTHON=${PYTHON:-python3}
 if ! command -v cargo >/dev/null 2>&1; then
@@ -29,6 +40,18 @@ site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purel
 mkdir -p .openmm
 ln -sfn "$site/OpenMM.libs" .openmm/OpenMM.libs
 ln -sfn "$site/clang" .openmm/clang
+if [ "$opencl_cpu" = 1 ]; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-opencl-cpu.txt
+    pocl=$(ls "$site"/pyopencl/.libs/libpocl-*.so 2>/dev/null | head -n 1)
+    loader=$site/nvidia/cuda_opencl/lib/libOpenCL.so.1
+    if [ -z "$pocl" ] || [ ! -f "$loader" ]; then
+        echo "setup.sh: pocl or the OpenCL loader is missing after pip install" >&2
+        exit 1
+    fi
+    mkdir -p .openmm/opencl
+    ln -sfn "$pocl" .openmm/opencl/libpocl.so
+    ln -sfn "$loader" .openmm/opencl/libOpenCL.so.1
+fi
 
 cargo build --release --bins --examples
 

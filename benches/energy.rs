@@ -8,7 +8,7 @@
 //!
 //! Run: `cargo bench --bench energy` (after `./setup.sh`). Options through environment variables:
 //! CGFLOW_BENCH_CONFIGS (default 1024), CGFLOW_BENCH_COPIES (default 512), CGFLOW_BENCH_PLATFORM
-//! (default CPU), CGFLOW_BENCH_CUTOFF_NM (copy-trick cut-off, default 2.0), CGFLOW_BENCH_PYTHON=0 to skip
+//! (default CPU; OpenCL runs on the CPU after `./setup.sh --opencl-cpu`), CGFLOW_BENCH_CUTOFF_NM (copy-trick cut-off, default 2.0), CGFLOW_BENCH_PYTHON=0 to skip
 //! the Python loop.
 
 #[path = "common/mod.rs"]
@@ -58,7 +58,8 @@ fn main() -> anyhow::Result<()> {
         pool.evaluate(&batch).expect("pool evaluation");
     });
     let pool_us = pool_s / configs as f64 * 1e6;
-    println!("one config per call, {} pinned workers: {pool_us:9.1} us/config (energies + forces)", pool.workers());
+    let pinned = if platform_name.eq_ignore_ascii_case("CPU") { "pinned " } else { "" };
+    println!("one config per call, {} {pinned}workers: {pool_us:9.1} us/config (energies + forces)", pool.workers());
 
     let mut replica =
         ReplicaEnergy::new(&system, &platform, &ReplicaEnergyConfig { copies, cutoff_nm, ..Default::default() })?;
@@ -76,14 +77,28 @@ fn main() -> anyhow::Result<()> {
     let npy = dir.path().join("positions.npy");
     cgflow::io::npy::write_npy(&npy, &[configs, n_atoms, 3], &positions)?;
     let python = root.join(".venv/bin/python");
-    let output = Command::new(&python)
+    let mut command = Command::new(&python);
+    // With pocl from `./setup.sh --opencl-cpu`, OpenMM's Python layer finds the OpenCL loader
+    // through LD_LIBRARY_PATH (this process has already named pocl in OCL_ICD_FILENAMES).
+    if let Some(dir) = cgflow::openmm::load_plugins()?.opencl_cpu {
+        let mut paths = vec![dir];
+        paths.extend(
+            std::env::var_os("LD_LIBRARY_PATH")
+                .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        );
+        command.env("LD_LIBRARY_PATH", std::env::join_paths(paths)?);
+    }
+    let output = command
         .arg(root.join("benches/python_loop.py"))
         .args(["--system".as_ref(), system_path.as_os_str(), "--positions".as_ref(), npy.as_os_str()])
         .args(["--platform", &platform_name])
         .output();
     match output {
         Ok(out) if out.status.success() => {
-            let value: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            // The last line: OpenMM may print warnings on stdout before it (pocl's OpenCL does).
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let value: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or(""))?;
             let python_us = value["microseconds_per_evaluation"].as_f64().unwrap_or(f64::NAN);
             println!("OpenMM Python loop:                      {python_us:9.1} us/config (energies + forces)");
             println!(

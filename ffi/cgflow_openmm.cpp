@@ -13,10 +13,13 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -47,6 +50,37 @@ namespace {
 // Context creation are not re-entrant either: two threads creating contexts at once crashed in
 // dtoa. Everything that serializes, deserializes or creates a Context holds this lock.
 std::mutex setup_mutex;
+
+// While alive, the process's standard output (file descriptor 1) goes to standard error. OpenMM
+// prints diagnostics on stdout while it creates a Context (the OpenCL platform's "WARNING: Using an
+// unsupported OpenCL implementation", for example), where they would corrupt results a program
+// writes there, such as `cgflow energy --json`. Used only under setup_mutex, so two of these never
+// nest; output that another thread writes to stdout meanwhile goes to stderr too, which loses nothing.
+class StdoutToStderr {
+public:
+    StdoutToStderr() {
+        std::cout.flush();
+        std::fflush(stdout);
+        saved_ = dup(1);
+        if (saved_ >= 0 && dup2(2, 1) < 0) {
+            close(saved_);
+            saved_ = -1;
+        }
+    }
+    ~StdoutToStderr() {
+        std::cout.flush();
+        std::fflush(stdout);
+        if (saved_ >= 0) {
+            dup2(saved_, 1);
+            close(saved_);
+        }
+    }
+    StdoutToStderr(const StdoutToStderr&) = delete;
+    StdoutToStderr& operator=(const StdoutToStderr&) = delete;
+
+private:
+    int saved_ = -1;
+};
 
 void set_message(cgf_error* error, const std::string& message) {
     if (error == nullptr) return;
@@ -278,6 +312,16 @@ extern "C" int32_t cgf_load_plugins(const char* directory, int32_t* loaded, cgf_
     });
 }
 
+extern "C" int32_t cgf_load_library_global(const char* path, cgf_error* error) {
+    return guarded(error, [&] {
+        require(path != nullptr, "no library path given");
+        if (dlopen(path, RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+            const char* reason = dlerror();
+            throw OpenMM::OpenMMException(std::string("cannot load ") + path + ": " + (reason ? reason : "unknown"));
+        }
+    });
+}
+
 extern "C" int32_t cgf_plugin_load_failures(char* buffer, int64_t buffer_len, cgf_error* error) {
     return guarded(error, [&] {
         std::string all;
@@ -480,7 +524,10 @@ extern "C" int32_t cgf_context_create(const cgf_system* system, const char* plat
             default:
                 throw OpenMM::OpenMMException("unknown integrator kind");
         }
-        ctx->context = std::make_unique<OpenMM::Context>(*ctx->system, *ctx->integrator, platform, properties);
+        {
+            StdoutToStderr diagnostics;
+            ctx->context = std::make_unique<OpenMM::Context>(*ctx->system, *ctx->integrator, platform, properties);
+        }
         ctx->num_particles = ctx->system->getNumParticles();
         ctx->positions.resize(ctx->num_particles);
         *out = ctx.release();

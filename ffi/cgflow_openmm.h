@@ -55,6 +55,11 @@ typedef struct cgf_integrator_spec {
  *  by cgf_plugin_load_failures. A directory that does not exist is an error. */
 int32_t cgf_load_plugins(const char* directory, int32_t* loaded, cgf_error* error);
 
+/** Loads the shared library at `path` with global symbol visibility, so that plugins loaded later
+ *  that name it (by its soname) use this copy; for example an OpenCL loader outside the linker's
+ *  search path. A library that cannot be loaded is an error carrying dlerror's message. */
+int32_t cgf_load_library_global(const char* path, cgf_error* error);
+
 /** Writes the plugin load failures recorded so far, one per line, into `buffer` (truncated to
  *  `buffer_len` bytes including the terminating zero). */
 int32_t cgf_plugin_load_failures(char* buffer, int64_t buffer_len, cgf_error* error);

@@ -29,6 +29,8 @@ mod flow_checkpoint;
 mod md;
 #[path = "suite/molecular.rs"]
 mod molecular;
+#[path = "suite/opencl.rs"]
+mod opencl;
 #[path = "suite/openmm_reference.rs"]
 mod openmm_reference;
 #[path = "suite/pmf.rs"]

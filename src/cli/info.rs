@@ -20,6 +20,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
             "openmm_version": cgflow::openmm::version(),
             "plugin_directory": report.directory,
             "plugins_loaded": report.loaded,
+            "opencl_cpu": report.opencl_cpu,
             "plugin_load_failures": report.failures,
             "platforms": platforms.iter().map(|(n, s)| serde_json::json!({"name": n, "speed": s})).collect::<Vec<_>>(),
         });
@@ -28,6 +29,9 @@ pub fn run(args: InfoArgs) -> Result<()> {
     }
     println!("OpenMM {}", cgflow::openmm::version());
     println!("plugin directory: {} ({} loaded)", report.directory.display(), report.loaded);
+    if let Some(dir) = &report.opencl_cpu {
+        println!("OpenCL for CPUs (pocl): {}", dir.display());
+    }
     println!("platforms:");
     for (name, speed) in &platforms {
         println!("  {name:<10} speed {speed}");

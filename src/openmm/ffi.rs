@@ -99,6 +99,16 @@ pub fn load_plugins(directory: &str) -> Result<usize> {
     Ok(loaded.max(0) as usize)
 }
 
+/// Loads the shared library at `path` with global symbol visibility (see the shim's header).
+pub fn load_library_global(path: &str) -> Result<()> {
+    let path = c_string(path, "library path")?;
+    let mut error = new_error();
+    // SAFETY: (1); `path` is a valid NUL-terminated string and `error` a live local. Loading a
+    // library runs its initialisers; the only caller passes the OpenCL loader that setup.sh linked.
+    let status = unsafe { raw::cgf_load_library_global(path.as_ptr(), &mut error) };
+    check(status, &error)
+}
+
 /// The plugin load failures OpenMM recorded, one string each.
 pub fn plugin_load_failures() -> Result<Vec<String>> {
     let mut buffer = vec![0u8; 16384];

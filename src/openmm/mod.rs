@@ -24,11 +24,17 @@ use crate::error::{Error, Result};
 /// Environment variable that overrides the plugin directory found at build time.
 pub const PLUGIN_DIR_VARIABLE: &str = "OPENMM_PLUGIN_DIR";
 
+/// Environment variable that overrides where the OpenCL-for-CPUs install of `./setup.sh
+/// --opencl-cpu` is looked for (a folder holding `libOpenCL.so.1` and `libpocl.so`).
+pub const OPENCL_CPU_DIR_VARIABLE: &str = "CGFLOW_OPENCL_CPU_DIR";
+
 /// What loading the plugins found.
 #[derive(Debug, Clone)]
 pub struct PluginReport {
     /// The directory the plugins came from.
     pub directory: PathBuf,
+    /// The OpenCL-for-CPUs install (pocl) loaded before the plugins, if there is one.
+    pub opencl_cpu: Option<PathBuf>,
     /// Number of plugin libraries loaded.
     pub loaded: usize,
     /// Plugins that failed to load (for example CUDA without a driver), with OpenMM's reason.
@@ -46,11 +52,53 @@ pub fn plugin_directory() -> PathBuf {
     }
 }
 
+/// Where an OpenCL-for-CPUs install is looked for: `CGFLOW_OPENCL_CPU_DIR` if set, else the
+/// `opencl` folder beside the OpenMM installation cgflow was built against (`.openmm/opencl`,
+/// which `./setup.sh --opencl-cpu` fills).
+pub fn opencl_cpu_directory() -> PathBuf {
+    match std::env::var_os(OPENCL_CPU_DIR_VARIABLE) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(env!("CGFLOW_OPENCL_CPU_DIR")),
+    }
+}
+
+/// Makes pocl visible to OpenMM's OpenCL plugin, if `./setup.sh --opencl-cpu` installed it: loads
+/// the OpenCL loader globally (the plugin links `libOpenCL.so.1`, which is not on the linker's
+/// search path) and names pocl in `OCL_ICD_FILENAMES`, which the loader reads on first use.
+/// Returns the folder used, or None where there is no install.
+fn load_opencl_cpu() -> std::result::Result<Option<PathBuf>, String> {
+    let directory = opencl_cpu_directory();
+    let loader = directory.join("libOpenCL.so.1");
+    let pocl = directory.join("libpocl.so");
+    if !(loader.exists() && pocl.exists()) {
+        return Ok(None);
+    }
+    // pocl finds its own libraries relative to where it was opened from ($ORIGIN), so it must be
+    // named by its real path inside the virtual environment, not by the link.
+    let pocl = pocl.canonicalize().map_err(|e| format!("{}: {e}", pocl.display()))?;
+    let icd = pocl.to_string_lossy().into_owned();
+    let icds = match std::env::var("OCL_ICD_FILENAMES") {
+        Ok(existing) if existing.split(':').any(|p| p == icd) => existing,
+        Ok(existing) if !existing.is_empty() => format!("{existing}:{icd}"),
+        _ => icd,
+    };
+    // Set once, inside the plugin loader's OnceLock, before any OpenCL call: std's environment
+    // lock serialises this against other Rust readers.
+    std::env::set_var("OCL_ICD_FILENAMES", icds);
+    ffi::load_library_global(&loader.to_string_lossy()).map_err(|e| e.to_string())?;
+    Ok(Some(directory))
+}
+
 /// Loads OpenMM's platform plugins once per process and reports what happened. A missing
-/// directory is an error; single plugins that fail to load are listed in the report.
+/// directory is an error; single plugins that fail to load are listed in the report, and so is an
+/// OpenCL-for-CPUs install that fails to load.
 pub fn load_plugins() -> Result<PluginReport> {
     PLUGINS
         .get_or_init(|| {
+            let (opencl_cpu, opencl_failure) = match load_opencl_cpu() {
+                Ok(found) => (found, None),
+                Err(e) => (None, Some(format!("OpenCL for CPUs in {}: {e}", opencl_cpu_directory().display()))),
+            };
             let directory = plugin_directory();
             let text = directory.to_string_lossy().into_owned();
             let loaded = ffi::load_plugins(&text).map_err(|e| {
@@ -58,8 +106,9 @@ pub fn load_plugins() -> Result<PluginReport> {
                     "{e} (set {PLUGIN_DIR_VARIABLE} to the lib/plugins folder of the OpenMM installation, or run ./setup.sh)"
                 )
             })?;
-            let failures = ffi::plugin_load_failures().map_err(|e| e.to_string())?;
-            Ok(PluginReport { directory, loaded, failures })
+            let mut failures = ffi::plugin_load_failures().map_err(|e| e.to_string())?;
+            failures.extend(opencl_failure);
+            Ok(PluginReport { directory, opencl_cpu, loaded, failures })
         })
         .clone()
         .map_err(Error::OpenMm)

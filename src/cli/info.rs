@@ -41,6 +41,9 @@ pub fn run(args: InfoArgs) -> Result<()> {
         for failure in &report.failures {
             println!("  {failure}");
         }
+        if report.opencl_cpu.is_none() && report.failures.iter().any(|f| f.contains("libOpenCL.so")) {
+            println!("(no OpenCL driver here; ./setup.sh --opencl-cpu installs one for the CPU)");
+        }
     }
     Ok(())
 }

@@ -155,3 +155,24 @@ fn opencl_json_output_stays_parseable() {
         .expect("energy");
     assert!(((energy - expected) / expected).abs() < 1e-5, "{energy} vs {expected}");
 }
+
+#[test]
+fn a_broken_opencl_cpu_install_is_reported_not_fatal() {
+    // Files that are not libraries where the loader and pocl should be: `cgflow info` still runs,
+    // and lists the install among the plugin failures, with the loader's reason.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("libOpenCL.so.1"), b"not a library").expect("write");
+    std::fs::write(dir.path().join("libpocl.so"), b"not a library").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cgflow"))
+        .args(["info", "--json"])
+        .env("CGFLOW_OPENCL_CPU_DIR", dir.path())
+        .output()
+        .expect("run cgflow");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert!(json["opencl_cpu"].is_null());
+    let failures = json["plugin_load_failures"].as_array().expect("failures");
+    let reported = failures.iter().filter_map(|f| f.as_str()).find(|f| f.starts_with("OpenCL for CPUs"));
+    let reported = reported.unwrap_or_else(|| panic!("no OpenCL-for-CPUs failure in {failures:?}"));
+    assert!(reported.contains("libOpenCL.so.1") && reported.contains("cannot load"), "{reported}");
+}

@@ -11,7 +11,10 @@ use cgflow::energy::{
 use cgflow::md::{WalkerConfig, Walkers};
 use cgflow::openmm::{load_plugins, opencl_cpu_directory, Context, Integrator, Platform, System};
 
-use crate::util::{aldp, min_energy_positions, perturbed, references, relative_max_difference};
+use crate::util::{
+    aldp, min_energy_positions, perturbed, references, relative_max_difference, spring_separation_variance,
+    spring_system,
+};
 
 const N_ATOMS: usize = 22;
 
@@ -95,38 +98,16 @@ fn opencl_langevin_md_samples_the_exact_spring_variance() {
     // Two particles joined by a spring of rest length 0: each component of the separation is
     // Gaussian with variance kT / k.
     let k = 500.0;
-    let xml = format!(
-        r#"<?xml version="1.0" ?>
-<System openmmVersion="8.6.1" type="System" version="1">
-  <PeriodicBoxVectors><A x="2" y="0" z="0"/><B x="0" y="2" z="0"/><C x="0" y="0" z="2"/></PeriodicBoxVectors>
-  <Particles><Particle mass="12"/><Particle mass="16"/></Particles>
-  <Constraints/>
-  <Forces>
-    <Force forceGroup="0" name="HarmonicBondForce" type="HarmonicBondForce" usesPeriodic="0" version="2">
-      <Bonds><Bond d="0" k="{k}" p1="0" p2="1"/></Bonds>
-    </Force>
-  </Forces>
-</System>"#
-    );
-    let system = System::from_xml(&xml).expect("spring");
+    let system = spring_system(k);
     let config = WalkerConfig { walkers: 64, step_fs: 2.0, friction_per_ps: 5.0, seed: 23, ..Default::default() };
     let mut walkers =
         Walkers::new(&system, &opencl, &config, &[0.0, 0.0, 0.0, 0.05, 0.0, 0.0], |_| vec![]).expect("walkers");
     walkers.step(1000).expect("equilibrate");
-    let (mut sum, mut count) = (0.0, 0usize);
-    for _ in 0..100 {
-        walkers.step(50).expect("steps");
-        for w in walkers.positions().expect("positions").chunks_exact(6) {
-            for d in 0..3 {
-                sum += (w[3 + d] - w[d]).powi(2);
-                count += 1;
-            }
-        }
-    }
+    let variance = spring_separation_variance(&mut walkers, 100, 50);
     let expected = 8.314462618e-3 * 300.0 / k;
     // 64 walkers x 100 frames x 3 components, frames 0.1 ps apart (correlation time about 0.2 ps):
     // about 5000 independent samples, 2 % statistical error.
-    assert!((sum / count as f64 / expected - 1.0).abs() < 0.08, "variance {} vs kT/k = {expected}", sum / count as f64);
+    assert!((variance / expected - 1.0).abs() < 0.08, "variance {variance} vs kT/k = {expected}");
 }
 
 #[test]

@@ -64,3 +64,38 @@ pub fn relative_max_difference(a: &[f64], b: &[f64]) -> f64 {
     let diff = a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()));
     diff / scale
 }
+
+/// Two particles joined by a harmonic spring of rest length 0 (k in kJ/mol/nm^2): each component
+/// of their separation is Gaussian with variance kT / k exactly.
+pub fn spring_system(k: f64) -> cgflow::openmm::System {
+    let xml = format!(
+        r#"<?xml version="1.0" ?>
+<System openmmVersion="8.6.1" type="System" version="1">
+  <PeriodicBoxVectors><A x="2" y="0" z="0"/><B x="0" y="2" z="0"/><C x="0" y="0" z="2"/></PeriodicBoxVectors>
+  <Particles><Particle mass="12"/><Particle mass="16"/></Particles>
+  <Constraints/>
+  <Forces>
+    <Force forceGroup="0" name="HarmonicBondForce" type="HarmonicBondForce" usesPeriodic="0" version="2">
+      <Bonds><Bond d="0" k="{k}" p1="0" p2="1"/></Bonds>
+    </Force>
+  </Forces>
+</System>"#
+    );
+    cgflow::openmm::System::from_xml(&xml).expect("spring system")
+}
+
+/// Variance of one component of the spring's separation over every walker of `walkers` (made on
+/// [`spring_system`]) and `frames` frames `steps_per_frame` steps apart, all three components pooled.
+pub fn spring_separation_variance(walkers: &mut cgflow::md::Walkers, frames: usize, steps_per_frame: u64) -> f64 {
+    let (mut sum, mut count) = (0.0, 0usize);
+    for _ in 0..frames {
+        walkers.step(steps_per_frame).expect("steps");
+        for w in walkers.positions().expect("positions").chunks_exact(6) {
+            for d in 0..3 {
+                sum += (w[3 + d] - w[d]).powi(2);
+                count += 1;
+            }
+        }
+    }
+    sum / count as f64
+}

@@ -4,26 +4,7 @@ use cgflow::coords::aldp;
 use cgflow::md::{WalkerConfig, Walkers};
 use cgflow::openmm::{Platform, System, TorsionRestraint};
 
-use crate::util::{aldp as aldp_file, min_energy_positions};
-
-/// Two particles joined by a harmonic spring of rest length 0: each component of their separation
-/// is Gaussian with variance kT / k exactly.
-fn spring_system(k: f64) -> System {
-    let xml = format!(
-        r#"<?xml version="1.0" ?>
-<System openmmVersion="8.6.1" type="System" version="1">
-  <PeriodicBoxVectors><A x="2" y="0" z="0"/><B x="0" y="2" z="0"/><C x="0" y="0" z="2"/></PeriodicBoxVectors>
-  <Particles><Particle mass="12"/><Particle mass="16"/></Particles>
-  <Constraints/>
-  <Forces>
-    <Force forceGroup="0" name="HarmonicBondForce" type="HarmonicBondForce" usesPeriodic="0" version="2">
-      <Bonds><Bond d="0" k="{k}" p1="0" p2="1"/></Bonds>
-    </Force>
-  </Forces>
-</System>"#
-    );
-    System::from_xml(&xml).expect("spring system")
-}
+use crate::util::{aldp as aldp_file, min_energy_positions, spring_separation_variance, spring_system};
 
 #[test]
 fn harmonic_spring_samples_the_right_variance() {
@@ -33,18 +14,7 @@ fn harmonic_spring_samples_the_right_variance() {
     let mut walkers =
         Walkers::new(&spring_system(k), &cpu, &config, &[0.0, 0.0, 0.0, 0.05, 0.0, 0.0], |_| vec![]).expect("walkers");
     walkers.step(2000).expect("equilibrate");
-    let (mut sum, mut count) = (0.0, 0usize);
-    for _ in 0..200 {
-        walkers.step(50).expect("steps");
-        let x = walkers.positions().expect("positions");
-        for w in x.chunks_exact(6) {
-            for d in 0..3 {
-                sum += (w[3 + d] - w[d]).powi(2);
-                count += 1;
-            }
-        }
-    }
-    let variance = sum / count as f64;
+    let variance = spring_separation_variance(&mut walkers, 200, 50);
     let expected = 8.314462618e-3 * 300.0 / k;
     // 64 walkers x 200 frames x 3 components, frames 0.1 ps apart (correlation time about
     // 1/friction = 0.2 ps): roughly 10^4 independent samples, 1.5 % statistical error.

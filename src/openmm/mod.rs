@@ -65,13 +65,12 @@ pub fn opencl_cpu_directory() -> PathBuf {
 /// Makes pocl visible to OpenMM's OpenCL plugin, if `./setup.sh --opencl-cpu` installed it: loads
 /// the OpenCL loader globally (the plugin links `libOpenCL.so.1`, which is not on the linker's
 /// search path) and names pocl in `OCL_ICD_FILENAMES`, which the loader reads on first use.
-/// Returns the folder used, or None where there is no install.
-fn load_opencl_cpu() -> std::result::Result<Option<PathBuf>, String> {
-    let directory = opencl_cpu_directory();
+/// Returns whether there was an install in `directory`.
+fn load_opencl_cpu(directory: &Path) -> std::result::Result<bool, String> {
     let loader = directory.join("libOpenCL.so.1");
     let pocl = directory.join("libpocl.so");
     if !(loader.exists() && pocl.exists()) {
-        return Ok(None);
+        return Ok(false);
     }
     // pocl finds its own libraries relative to where it was opened from ($ORIGIN), so it must be
     // named by its real path inside the virtual environment, not by the link.
@@ -86,7 +85,7 @@ fn load_opencl_cpu() -> std::result::Result<Option<PathBuf>, String> {
     // lock serialises this against other Rust readers.
     std::env::set_var("OCL_ICD_FILENAMES", icds);
     ffi::load_library_global(&loader.to_string_lossy()).map_err(|e| e.to_string())?;
-    Ok(Some(directory))
+    Ok(true)
 }
 
 /// Loads OpenMM's platform plugins once per process and reports what happened. A missing
@@ -95,9 +94,10 @@ fn load_opencl_cpu() -> std::result::Result<Option<PathBuf>, String> {
 pub fn load_plugins() -> Result<PluginReport> {
     PLUGINS
         .get_or_init(|| {
-            let (opencl_cpu, opencl_failure) = match load_opencl_cpu() {
-                Ok(found) => (found, None),
-                Err(e) => (None, Some(format!("OpenCL for CPUs in {}: {e}", opencl_cpu_directory().display()))),
+            let opencl_directory = opencl_cpu_directory();
+            let (opencl_cpu, opencl_failure) = match load_opencl_cpu(&opencl_directory) {
+                Ok(found) => (found.then_some(opencl_directory), None),
+                Err(e) => (None, Some(format!("OpenCL for CPUs in {}: {e}", opencl_directory.display()))),
             };
             let directory = plugin_directory();
             let text = directory.to_string_lossy().into_owned();

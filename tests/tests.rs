@@ -35,6 +35,8 @@ mod opencl;
 mod openmm_reference;
 #[path = "suite/pmf.rs"]
 mod pmf;
+#[path = "suite/reference.rs"]
+mod reference;
 #[path = "suite/toys.rs"]
 mod toys;
 #[path = "suite/walkers.rs"]

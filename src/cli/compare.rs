@@ -39,9 +39,10 @@ pub struct CompareArgs {
     /// evaluations from the most groups that reach it.
     #[arg(long, value_delimiter = ',', default_values_t = vec![4])]
     groups: Vec<usize>,
-    /// Empty-bin rule for model histograms (repeatable): none, pseudo-count:A (A counts added to
-    /// every bin), smooth:SIGMA[:FLOOR] (Gaussian kernel of SIGMA bins, periodic on (phi, psi), then
-    /// a uniform floor of total probability FLOOR, default 1e-4). Default: pseudo-count:1,smooth:2;
+    /// Empty-bin rule for model histograms (repeatable): none, pseudo-mass:M (a uniform probability
+    /// mass M mixed into the normalised histogram), smooth:SIGMA[:FLOOR] (Gaussian kernel of SIGMA
+    /// bins, periodic on (phi, psi), then a uniform floor of total probability FLOOR, default 1e-4).
+    /// No rule depends on the number of recorded frames. Default: pseudo-mass:1e-4,smooth:1,smooth:2;
     /// with --baseline-curves, every rule the file holds (a rule given must be among them).
     #[arg(long = "empty-bins", value_name = "RULE", value_delimiter = ',')]
     empty_bins: Vec<String>,
@@ -76,6 +77,11 @@ pub struct CompareArgs {
     /// Name of the method in the output and plot.
     #[arg(long, default_value = "method")]
     method_label: String,
+    /// MD throughput on the machine the method ran on, energy evaluations (walker-steps) per second,
+    /// measured in the same session: gives each method point with a wall time its wall-clock
+    /// speedup (MD's evaluations to the same KLD at this rate, over the method's wall time).
+    #[arg(long, value_name = "PER_S")]
+    md_throughput: Option<f64>,
     /// Also plot the curves (log-log) to this PNG.
     #[arg(long, value_name = "PNG")]
     plot: Option<PathBuf>,
@@ -144,12 +150,15 @@ pub fn run(args: CompareArgs) -> Result<()> {
     if let Some(bad) = args.kld_levels.iter().chain(&args.milestones).find(|x| !(x.is_finite() && **x > 0.0)) {
         bail!("--kld-levels and --milestones must be finite and positive, got {bad}");
     }
-    let method = args.method_points.as_deref().map(read_method_points).transpose()?;
+    if let Some(t) = args.md_throughput.filter(|t| !(t.is_finite() && *t > 0.0)) {
+        bail!("--md-throughput must be finite and positive, got {t}");
+    }
+    let method_with_wall = args.method_points.as_deref().map(read_method_points).transpose()?;
+    let method: Option<Vec<CostPoint>> = method_with_wall.as_ref().map(|m| m.iter().map(|p| p.point).collect());
     let baseline = match &args.baseline_curves {
         Some(path) => saved_baseline(path, &rules)?,
         None => {
-            let rules =
-                if rules.is_empty() { vec![EmptyBinRule::PseudoCount(1.0), EmptyBinRule::smooth(2.0)] } else { rules };
+            let rules = if rules.is_empty() { EmptyBinRule::shipped() } else { rules };
             if args.muller_brown {
                 muller_brown_baseline(&args, &rules)?
             } else {
@@ -250,6 +259,10 @@ pub fn run(args: CompareArgs) -> Result<()> {
             "speedups": speedup_json,
         }));
     }
+    let summary = match &method_with_wall {
+        Some(points) => summary(&baseline, points, args.md_throughput, &args.method_label)?,
+        None => serde_json::Value::Null,
+    };
     if let Some(png) = &args.plot {
         plot(png, &baseline, method.as_deref(), &args.method_label)?;
     }
@@ -261,7 +274,10 @@ pub fn run(args: CompareArgs) -> Result<()> {
                 "kld_halves": finite_or_null(f.kld_halves), "floor_whole_reference": finite_or_null(f.floor_whole),
                 "floor_one_half": finite_or_null(f.floor_half), "kernel_bins": f.kernel_bins})),
             "end_of_run_evaluations_made": baseline.end_of_run.as_ref().map(|e| e.evaluations_made),
-            "method": method.as_ref().map(|m| serde_json::json!({"label": args.method_label, "points": pairs(m)})),
+            "method": method_with_wall.as_ref().map(|m| serde_json::json!({"label": args.method_label,
+                "points": m.iter().map(|p| serde_json::json!([p.point.evaluations, p.point.kld, p.wall_s])).collect::<Vec<_>>(),
+                "md_throughput_per_s": args.md_throughput})),
+            "summary": summary,
             "rules": rule_json,
         });
         std::fs::write(out, serde_json::to_string_pretty(&value)?)
@@ -305,46 +321,17 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
     }
     let floor = reference_floor(args, reference_path, &grid)?;
 
-    let description_path = md.join("cv.json");
-    let description: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&description_path)
-            .with_context(|| format!("reading {}", description_path.display()))?,
-    )
-    .with_context(|| format!("{} is not valid JSON", description_path.display()))?;
+    let run = cgflow::io::cv_run::CvRun::read(md)?;
     if let Some(system) = &args.system {
         let xml = std::fs::read_to_string(system).with_context(|| format!("reading {}", system.display()))?;
-        let fingerprint = cgflow::io::fingerprint(&xml);
-        if description["system_fingerprint"] != serde_json::json!(fingerprint) {
-            bail!(
-                "{} was recorded with another system (fingerprint {}, {} has {fingerprint})",
-                description_path.display(),
-                description["system_fingerprint"],
-                system.display()
-            );
-        }
+        run.check_system(md, &xml, system)?;
     }
-    let cvs = description["cvs"].as_array().map_or(0, Vec::len);
-    if cvs != 2 {
-        bail!("{} records {cvs} CVs; the comparison needs the two dihedrals (phi, psi)", description_path.display());
+    if run.cvs != 2 {
+        bail!("{} records {} CVs; the comparison needs the two dihedrals (phi, psi)", md.display(), run.cvs);
     }
-    let walkers = description["walkers"].as_u64().context("cv.json lacks 'walkers'")? as usize;
-    let steps_per_frame = description["steps_per_frame"].as_u64().context("cv.json lacks 'steps_per_frame'")?;
-    let frames = description["frames"].as_u64().context("cv.json lacks 'frames'")? as usize;
-    if walkers == 0 || frames == 0 || steps_per_frame == 0 {
-        bail!("{}: no frames recorded yet (walkers {walkers}, frames {frames})", description_path.display());
-    }
-    let cv_path = md.join("cv.f32");
-    let bytes = std::fs::read(&cv_path).with_context(|| format!("reading {}", cv_path.display()))?;
-    let frame_bytes = walkers * 2 * 4;
-    if bytes.len() / frame_bytes < frames {
-        bail!(
-            "{} is truncated: {} bytes is not the {frames} whole frames of {frame_bytes} bytes that cv.json announces",
-            cv_path.display(),
-            bytes.len()
-        );
-    }
-    let values: Vec<f32> =
-        bytes[..frames * frame_bytes].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let (walkers, frames, steps_per_frame, description) =
+        (run.walkers, run.frames, run.steps_per_frame, &run.description);
+    let values = &run.values;
     let mut groups = args.groups.clone();
     if groups.is_empty() || groups.iter().any(|&g| g == 0 || g > walkers) {
         bail!("--groups must be between 1 and the number of walkers ({walkers})");
@@ -352,7 +339,7 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
     // Most groups first: their mean is the best estimate wherever it reaches.
     groups.sort_unstable_by(|a, b| b.cmp(a));
     groups.dedup();
-    let samples = WalkerSamples { values: &values, walkers, steps_per_frame };
+    let samples = WalkerSamples { values, walkers, steps_per_frame };
     let at_frames = log_spaced_frames(1, frames, args.per_decade);
     let mut rule_curves = Vec::new();
     for &rule in rules {
@@ -636,8 +623,119 @@ fn speedup_to_json(p: &CostPoint, s: &SpeedupEstimate) -> serde_json::Value {
     merged
 }
 
-/// Reads a method's (evaluations, KLD) points from CSV or JSON (see `--method-points`).
-fn read_method_points(path: &Path) -> Result<Vec<CostPoint>> {
+/// A method's point: its evaluations and KLD, and the wall time it took when known.
+#[derive(Debug, Clone, Copy)]
+struct MethodPoint {
+    point: CostPoint,
+    wall_s: Option<f64>,
+}
+
+/// A method point's KLD must be this many times the ruler's floor (the reference's noise floor at
+/// the comparison's resolution plus the rule's own bias) for a speedup to be read at it.
+const RESOLUTION_FACTOR: f64 = 3.0;
+
+/// A speedup as a number and what it is: `=`, at least (`>`), at most (`<`).
+fn speedup_number(s: &SpeedupEstimate) -> (f64, &'static str) {
+    match *s {
+        SpeedupEstimate::Interpolated { speedup, .. } => (speedup, "="),
+        SpeedupEstimate::BeyondBaseline { speedup_at_least, .. } => (speedup_at_least, ">"),
+        SpeedupEstimate::BeforeBaseline { speedup_at_most, .. } => (speedup_at_most, "<"),
+    }
+}
+
+/// Per method point: the speedup under every rule, "not resolved" where the point's KLD is within
+/// [`RESOLUTION_FACTOR`] of that rule's floor, the smallest of the resolved ones (the headline), and
+/// the wall-clock speedup at MD's throughput. Prints a table and returns its JSON.
+fn summary(
+    baseline: &Baseline,
+    points: &[MethodPoint],
+    md_throughput: Option<f64>,
+    label: &str,
+) -> Result<serde_json::Value> {
+    let reference_floor = baseline.floor.map(|f| f.floor_whole).filter(|f| f.is_finite());
+    println!(
+        "\n## {label} against {}: speedup at equal KLD under every rule, the smallest of them (the headline), \
+         and in wall-clock time",
+        baseline.name
+    );
+    match reference_floor {
+        Some(f) => println!(
+            "# a rule's floor: the reference's noise floor {f:.2e} plus the rule's own bias; a KLD below {RESOLUTION_FACTOR}x \
+             the floor is not resolved"
+        ),
+        None => println!("# the reference's noise floor is unknown (no halves): each rule's floor is its own bias only"),
+    }
+    match md_throughput {
+        Some(t) => println!("# MD throughput {t:.0} evaluations/s (same machine)"),
+        None => println!("# no --md-throughput: no wall-clock speedups"),
+    }
+    let names: Vec<String> = baseline.rules.iter().map(|r| r.rule.to_string()).collect();
+    println!(
+        "{:>12} {:>9} {:>10}  {}  {:>10}  {:>12}",
+        "evaluations",
+        "wall s",
+        "KLD",
+        names.iter().map(|n| format!("{n:>20}")).collect::<String>(),
+        "smallest",
+        "wall-clock"
+    );
+    let mut rows = Vec::new();
+    for p in points {
+        let mut per_rule = Vec::new();
+        let mut cells = String::new();
+        let mut smallest: Option<(f64, &'static str, String)> = None;
+        for curves in &baseline.rules {
+            let floor = reference_floor.unwrap_or(0.0) + curves.bias.max(0.0);
+            let resolved = p.point.kld >= RESOLUTION_FACTOR * floor;
+            if !resolved {
+                cells.push_str(&format!("{:>20}", "not resolved"));
+                per_rule.push(serde_json::json!({"rule": curves.rule.to_string(), "floor": floor, "resolved": false}));
+                continue;
+            }
+            let s = speedup_at_equal_kld(&curves.stitched, p.point)?;
+            let (value, qualifier) = speedup_number(&s);
+            cells.push_str(&format!("{:>20}", format!("{}{value:.3}", if qualifier == "=" { "" } else { qualifier })));
+            if smallest.as_ref().map_or(true, |(v, _, _)| value < *v) {
+                smallest = Some((value, qualifier, curves.rule.to_string()));
+            }
+            let mut entry = speedup_to_json(&p.point, &s);
+            entry["rule"] = serde_json::json!(curves.rule.to_string());
+            entry["floor"] = serde_json::json!(floor);
+            entry["resolved"] = serde_json::json!(true);
+            per_rule.push(entry);
+        }
+        let wall = match (&smallest, p.wall_s, md_throughput) {
+            (Some((value, qualifier, _)), Some(w), Some(t)) if w > 0.0 => {
+                // MD's evaluations to this KLD under the headline rule, at MD's rate, over the method's time.
+                let md_seconds = value * p.point.evaluations / t;
+                Some((md_seconds / w, *qualifier, md_seconds))
+            }
+            _ => None,
+        };
+        let text = |v: Option<(f64, &str)>| match v {
+            Some((x, q)) => format!("{}{x:.3}", if q == "=" { "" } else { q }),
+            None => "-".into(),
+        };
+        println!(
+            "{:>12.4e} {:>9} {:>10.6}  {cells}  {:>10}  {:>12}",
+            p.point.evaluations,
+            p.wall_s.map_or("-".into(), |w| format!("{w:.0}")),
+            p.point.kld,
+            smallest.as_ref().map_or("not resolved".into(), |(v, q, _)| text(Some((*v, q)))),
+            text(wall.map(|(x, q, _)| (x, q))),
+        );
+        rows.push(serde_json::json!({
+            "evaluations": p.point.evaluations, "kld": p.point.kld, "wall_s": p.wall_s, "rules": per_rule,
+            "smallest": smallest.as_ref().map(|(v, q, r)| serde_json::json!({"speedup": v, "qualifier": q, "rule": r})),
+            "wall_clock": wall.map(|(x, q, md)| serde_json::json!({"speedup": x, "qualifier": q, "md_seconds": md})),
+        }));
+    }
+    Ok(serde_json::json!(rows))
+}
+
+/// Reads a method's (evaluations, KLD[, wall seconds]) points from CSV or JSON (see
+/// `--method-points`).
+fn read_method_points(path: &Path) -> Result<Vec<MethodPoint>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let json_lines = path.extension().is_some_and(|e| e == "jsonl");
     let points = if text.trim_start().starts_with(['[', '{']) {
@@ -665,16 +763,25 @@ fn read_method_points(path: &Path) -> Result<Vec<CostPoint>> {
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                let (e, k) = match v {
-                    serde_json::Value::Array(pair) if pair.len() == 2 => (pair[0].as_f64(), pair[1].as_f64()),
-                    serde_json::Value::Object(o) => {
-                        (o.get("evaluations").and_then(|x| x.as_f64()), o.get("kld").and_then(|x| x.as_f64()))
+                let (e, k, w) = match v {
+                    serde_json::Value::Array(row) if row.len() == 2 || row.len() == 3 => {
+                        (row[0].as_f64(), row[1].as_f64(), row.get(2).and_then(|x| x.as_f64()))
                     }
-                    _ => (None, None),
+                    serde_json::Value::Object(o) => (
+                        o.get("evaluations").and_then(|x| x.as_f64()),
+                        o.get("kld").and_then(|x| x.as_f64()),
+                        o.get("wall_s").and_then(|x| x.as_f64()),
+                    ),
+                    _ => (None, None, None),
                 };
                 match (e, k) {
-                    (Some(evaluations), Some(kld)) => Ok(CostPoint { evaluations, kld }),
-                    _ => bail!("{}: point {i} is not [evaluations, kld] or {{evaluations, kld}}", path.display()),
+                    (Some(evaluations), Some(kld)) => {
+                        Ok(MethodPoint { point: CostPoint { evaluations, kld }, wall_s: w })
+                    }
+                    _ => bail!(
+                        "{}: point {i} is not [evaluations, kld(, wall_s)] or {{evaluations, kld(, wall_s)}}",
+                        path.display()
+                    ),
                 }
             })
             .collect::<Result<Vec<_>>>()?
@@ -689,9 +796,19 @@ fn read_method_points(path: &Path) -> Result<Vec<CostPoint>> {
                 line.split(|c: char| c == ',' || c.is_whitespace()).filter(|f| !f.is_empty()).collect();
             let numbers: Vec<Option<f64>> = fields.iter().map(|f| f.parse::<f64>().ok()).collect();
             match numbers.as_slice() {
-                [Some(evaluations), Some(kld)] => points.push(CostPoint { evaluations: *evaluations, kld: *kld }),
+                [Some(evaluations), Some(kld)] => {
+                    points.push(MethodPoint { point: CostPoint { evaluations: *evaluations, kld: *kld }, wall_s: None })
+                }
+                [Some(evaluations), Some(kld), Some(wall_s)] => points.push(MethodPoint {
+                    point: CostPoint { evaluations: *evaluations, kld: *kld },
+                    wall_s: Some(*wall_s),
+                }),
                 _ if points.is_empty() && numbers.iter().all(Option::is_none) => {} // a header
-                _ => bail!("{} line {}: expected two numbers, evaluations and KLD", path.display(), line_number + 1),
+                _ => bail!(
+                    "{} line {}: expected two or three numbers: evaluations, KLD (and wall seconds)",
+                    path.display(),
+                    line_number + 1
+                ),
             }
         }
         points
@@ -699,7 +816,8 @@ fn read_method_points(path: &Path) -> Result<Vec<CostPoint>> {
     if points.is_empty() {
         bail!("{}: no (evaluations, KLD) points", path.display());
     }
-    for (i, p) in points.iter().enumerate() {
+    for (i, m) in points.iter().enumerate() {
+        let p = m.point;
         if !(p.evaluations.is_finite() && p.evaluations > 0.0 && p.kld.is_finite() && p.kld >= 0.0) {
             bail!(
                 "{}: point {i} ({}, {}) needs positive evaluations and a finite non-negative KLD",
@@ -707,6 +825,9 @@ fn read_method_points(path: &Path) -> Result<Vec<CostPoint>> {
                 p.evaluations,
                 p.kld
             );
+        }
+        if let Some(w) = m.wall_s.filter(|w| !(w.is_finite() && *w > 0.0)) {
+            bail!("{}: point {i} has wall time {w} s; it must be finite and positive", path.display());
         }
     }
     Ok(points)

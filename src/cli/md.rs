@@ -38,11 +38,14 @@ pub struct MdArgs {
     /// Independent walkers, all in one OpenMM Context.
     #[arg(long, default_value_t = 64)]
     walkers: usize,
-    /// Steps per walker.
+    /// Steps per walker. A resumed run may be given more steps than it was started with: it
+    /// continues to the new total.
     #[arg(long)]
     steps: u64,
-    /// Steps between recorded frames.
-    #[arg(long, default_value_t = 100)]
+    /// Steps between recorded frames. Keep it short against the time a dihedral takes to cross a
+    /// histogram bin (10 fs for alanine dipeptide's 100 x 100 grid), so that the histogram holds
+    /// what the run sampled.
+    #[arg(long, default_value_t = 10)]
     record_every: u64,
     /// Temperature.
     #[arg(long, default_value_t = 300.0, value_name = "KELVIN")]
@@ -137,7 +140,7 @@ pub fn run(args: MdArgs) -> Result<()> {
         "system": args.system, "system_fingerprint": cgflow::io::fingerprint(&system_xml), "n_atoms": n_atoms,
         "walkers": args.walkers, "cvs": cvs, "steps_per_frame": args.record_every, "step_fs": args.step_fs,
         "temperature_k": args.temperature, "friction_per_ps": args.friction, "seed": args.seed,
-        "platform": args.platform, "properties": args.properties, "steps": args.steps,
+        "platform": args.platform, "properties": args.properties,
     });
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let checkpoint_path = args.out.join("md.ckpt");
@@ -173,6 +176,7 @@ pub fn run(args: MdArgs) -> Result<()> {
     let write_description = |frames: u64| -> Result<()> {
         let mut d = description.clone();
         d["frames"] = serde_json::json!(frames);
+        d["steps"] = serde_json::json!(args.steps);
         d["layout"] = serde_json::json!("float32 little-endian [frame][walker][cv], radians");
         std::fs::write(args.out.join("cv.json"), serde_json::to_string_pretty(&d)?)?;
         Ok(())

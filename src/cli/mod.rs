@@ -8,6 +8,7 @@ mod energy;
 mod grid;
 mod info;
 mod md;
+mod reference;
 mod umbrella;
 
 use std::process::ExitCode;
@@ -39,6 +40,9 @@ enum Command {
     Compare(compare::CompareArgs),
     /// 2D umbrella sampling of alanine dipeptide's (phi, psi) and WHAM: the reference PMF.
     Umbrella(umbrella::UmbrellaArgs),
+    /// The binless (MBAR) reference PMF of (phi, psi) from stored umbrella (and MD) samples, with
+    /// its halves, basin populations with errors, and a check against independent MD.
+    Reference(reference::ReferenceArgs),
     /// All-atom structures for CG points (phi, psi) from a saved conditional flow, with energies and
     /// importance weights.
     Backmap(backmap::BackmapArgs),
@@ -59,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Md(args) => md::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Umbrella(args) => umbrella::run(args),
+        Command::Reference(args) => reference::run(args),
         Command::Bg(args) => bg::run(args),
         Command::Al(args) => al::run(args, cgflow::al::aldp::AlMode::ActiveLearning),
         Command::Grid(args) => grid::run(args),

@@ -1,6 +1,10 @@
 //! `cgflow umbrella`: 2D umbrella sampling of ALDP's (phi, psi) with all windows as walkers of one
-//! OpenMM Context, checkpointed, then WHAM into the reference PMF.
+//! OpenMM Context, checkpointed, every window's samples stored (`cv.f32`, `cv.json`), then the
+//! binless reference PMF from them (as `cgflow reference` makes it). A resume with more `--steps`
+//! extends every window.
 
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -8,12 +12,9 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
 use cgflow::coords::aldp;
-use cgflow::io::checkpoint::{bytes_f64, f64_bytes, write_checkpoint, Checkpoint};
-use cgflow::md::umbrella::{UmbrellaHistograms, UmbrellaPlan};
-use cgflow::md::wham::WhamConfig;
+use cgflow::io::checkpoint::{write_checkpoint, Checkpoint};
+use cgflow::md::umbrella::UmbrellaPlan;
 use cgflow::md::{WalkerConfig, Walkers};
-use cgflow::metrics::divergence::kl_divergence;
-use cgflow::metrics::histogram::smooth_periodic_2d;
 use cgflow::openmm::{Platform, System};
 
 /// Arguments of `cgflow umbrella`.
@@ -65,14 +66,31 @@ pub struct UmbrellaArgs {
 }
 
 const CHECKPOINT_FILE: &str = "umbrella.ckpt";
+const SAMPLES_FILE: &str = "cv.f32";
+const SAMPLES_DESCRIPTION: &str = "cv.json";
 const TEMPERATURE_K: f64 = 300.0;
 
+/// The settings a resumed run must share with the stored one. `--steps` is not among them: a
+/// resume with more steps extends every window.
 fn settings(args: &UmbrellaArgs, system_xml: &str) -> serde_json::Value {
     serde_json::json!({
         "system_fingerprint": cgflow::io::fingerprint(system_xml),
-        "windows": args.windows, "k_kj_per_mol_rad2": args.k, "steps": args.steps,
-        "equilibrate": args.equilibrate, "record_every": args.record_every, "bins": args.bins,
+        "windows": args.windows, "k_kj_per_mol_rad2": args.k,
+        "equilibrate": args.equilibrate, "record_every": args.record_every,
         "platform": args.platform, "seed": args.seed, "temperature_k": TEMPERATURE_K,
+    })
+}
+
+/// What `cv.f32` of an umbrella run holds: the windows' restraints and the records so far.
+fn samples_description(args: &UmbrellaArgs, plan: &UmbrellaPlan, system_xml: &str, records: u64) -> serde_json::Value {
+    let centres: Vec<[f64; 2]> = (0..plan.windows()).map(|w| plan.centre(w)).collect();
+    serde_json::json!({
+        "kind": "umbrella", "system_fingerprint": cgflow::io::fingerprint(system_xml),
+        "walkers": plan.windows(), "cvs": [aldp::PHI_ATOMS, aldp::PSI_ATOMS],
+        "k_kj_per_mol_rad2": plan.k_kj_per_mol_rad2, "centres_rad": centres,
+        "temperature_k": TEMPERATURE_K, "equilibrate_steps": args.equilibrate,
+        "steps_per_frame": args.record_every, "frames": records, "seed": args.seed,
+        "layout": "float32 little-endian [frame][window][cv], radians",
     })
 }
 
@@ -98,46 +116,70 @@ pub fn run(args: UmbrellaArgs) -> Result<()> {
     let wanted = settings(&args, &system_xml);
 
     let stored = crate::cli::run_checkpoint(&checkpoint_path, args.resume || args.analyze, "settings", &wanted)?;
-    let mut histograms = match &stored {
-        Some(c) => UmbrellaHistograms::from_counts(
-            &plan,
-            bytes_f64(c.section("half1").context("checkpoint lacks half1")?)?,
-            bytes_f64(c.section("half2").context("checkpoint lacks half2")?)?,
-        )?,
-        None => UmbrellaHistograms::new(&plan)?,
-    };
-    let steps_done = if args.analyze {
-        stored.as_ref().and_then(|c| c.meta["steps_done"].as_u64()).unwrap_or(0)
-    } else {
-        simulate(&args, &system, &plan, &mut histograms, stored.as_ref(), &checkpoint_path, &wanted)?
-    };
-    analyse(&args, &plan, &histograms, steps_done)
+    if !args.analyze {
+        simulate(&args, &system, &system_xml, &plan, stored.as_ref(), &checkpoint_path, &wanted)?;
+    }
+    analyse(&args)
 }
 
+/// Runs (or continues) the windows to `--steps` production steps.
 #[allow(clippy::too_many_arguments)]
 fn simulate(
     args: &UmbrellaArgs,
     system: &System,
+    system_xml: &str,
     plan: &UmbrellaPlan,
-    histograms: &mut UmbrellaHistograms,
     stored: Option<&Checkpoint>,
     checkpoint_path: &Path,
     settings: &serde_json::Value,
-) -> Result<u64> {
+) -> Result<()> {
     let start = cgflow::io::read_positions(&args.positions)?;
     let config = WalkerConfig { walkers: plan.windows(), seed: args.seed, ..Default::default() };
     let platform = Platform::new(&args.platform)?;
     let mut walkers =
         Walkers::new(system, &platform, &config, start.frame(0).context("no structure")?, |w| plan.restraints(w))?;
+    let samples_path = args.out.join(SAMPLES_FILE);
+    let record_bytes = (plan.windows() * 8) as u64;
+    let mut records = 0;
     if let Some(c) = stored {
         walkers.restore(&crate::cli::walker_state(c)?)?;
+        records = c.meta["records"].as_u64().context("checkpoint lacks records")?;
+        // Records written after the checkpoint are simulated again: cut them off.
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&samples_path)
+            .with_context(|| format!("opening {}", samples_path.display()))?;
+        if file.metadata()?.len() < records * record_bytes {
+            bail!("{} is shorter than the {records} records of the checkpoint", samples_path.display());
+        }
+        file.set_len(records * record_bytes)?;
+    } else {
+        std::fs::write(&samples_path, b"").with_context(|| format!("creating {}", samples_path.display()))?;
     }
+    let mut samples_file = OpenOptions::new()
+        .append(true)
+        .open(&samples_path)
+        .with_context(|| format!("opening {}", samples_path.display()))?;
     let total = args.equilibrate + args.steps;
     let bar = crate::cli::step_progress(total);
     bar.set_position(walkers.steps_done());
     let started = Instant::now();
     let steps_at_start = walkers.steps_done();
     let mut since_checkpoint = 0;
+    let write_checkpoint_now = |walkers: &mut Walkers, records: u64, file: &mut std::fs::File| -> Result<()> {
+        file.sync_data()?;
+        let state = walkers.checkpoint()?;
+        let checkpoint = Checkpoint {
+            meta: serde_json::json!({"settings": settings, "steps_done": state.steps_done,
+                "steps_since_recentre": state.steps_since_recentre, "records": records,
+                "evaluations": walkers.evaluations()}),
+            sections: vec![("openmm".into(), state.openmm)],
+        };
+        write_checkpoint(checkpoint_path, &checkpoint)?;
+        let description = samples_description(args, plan, system_xml, records);
+        std::fs::write(args.out.join(SAMPLES_DESCRIPTION), serde_json::to_string_pretty(&description)?)?;
+        Ok(())
+    };
     while walkers.steps_done() < total {
         let done = walkers.steps_done();
         // Stop at the end of equilibration, then move in recording strides.
@@ -150,90 +192,49 @@ fn simulate(
         since_checkpoint += chunk;
         let done = walkers.steps_done();
         if done > args.equilibrate && (done - args.equilibrate) % args.record_every == 0 {
-            let half = usize::from(done - args.equilibrate > args.steps / 2);
             let angles = aldp::phi_psi(&walkers.positions()?)?;
-            for (w, [phi, psi]) in angles.iter().enumerate() {
-                histograms.add(w, half, *phi, *psi)?;
+            let mut record = Vec::with_capacity(record_bytes as usize);
+            for [phi, psi] in &angles {
+                record.extend_from_slice(&(*phi as f32).to_le_bytes());
+                record.extend_from_slice(&(*psi as f32).to_le_bytes());
             }
+            samples_file.write_all(&record).with_context(|| format!("writing {}", samples_path.display()))?;
+            records += 1;
         }
         if since_checkpoint >= args.checkpoint_every || done == total {
-            let state = walkers.checkpoint()?;
-            let checkpoint = Checkpoint {
-                meta: serde_json::json!({"settings": settings, "steps_done": state.steps_done,
-                    "steps_since_recentre": state.steps_since_recentre,
-                    "evaluations": walkers.evaluations()}),
-                sections: vec![
-                    ("openmm".into(), state.openmm),
-                    ("half1".into(), f64_bytes(histograms.counts(0))),
-                    ("half2".into(), f64_bytes(histograms.counts(1))),
-                ],
-            };
-            write_checkpoint(checkpoint_path, &checkpoint)?;
+            write_checkpoint_now(&mut walkers, records, &mut samples_file)?;
             since_checkpoint = 0;
         }
         let rate = (done - steps_at_start) as f64 * plan.windows() as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_position(done);
         bar.set_message(format!("{rate:.0} walker-steps/s"));
     }
+    if stored.is_some() && walkers.steps_done() == steps_at_start {
+        // A resume of a finished run (or with fewer --steps than done) writes the description again.
+        write_checkpoint_now(&mut walkers, records, &mut samples_file)?;
+    }
     bar.finish();
     eprintln!(
         "umbrella: {} windows x {} steps = {} energy evaluations, {:.0} s this run",
         plan.windows(),
-        total,
+        walkers.steps_done(),
         walkers.evaluations(),
         started.elapsed().as_secs_f64()
     );
-    Ok(walkers.steps_done())
-}
-
-fn analyse(args: &UmbrellaArgs, plan: &UmbrellaPlan, histograms: &UmbrellaHistograms, steps_done: u64) -> Result<()> {
-    let wham = WhamConfig::default();
-    let started = Instant::now();
-    let both = histograms.pmf(plan, &[0, 1], TEMPERATURE_K, &wham)?;
-    let b = args.bins;
-    let mut report = serde_json::json!({
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "samples_per_half": histograms.samples(),
-        "steps_per_window_done": steps_done,
-        "wham_iterations": both.iterations, "wham_converged": both.converged,
-        "wham_max_change_kt": both.max_change,
-    });
-    cgflow::io::npy::write_npy(&args.out.join("reference_probabilities.npy"), &[b, b], &both.probabilities)?;
-    cgflow::io::npy::write_npy(&args.out.join("reference_pmf_kt.npy"), &[b, b], &both.free_energy_kt)?;
-    pmf_png(
-        &args.out.join("reference_pmf.png"),
-        &both.free_energy_kt,
-        b,
-        "Alanine dipeptide PMF (umbrella sampling + WHAM)",
-        "F / kT",
-        false,
-    )?;
-    // The two halves are independent estimates; their divergence measures the reference's noise.
-    if histograms.samples().iter().all(|&n| n > 0.0) {
-        let halves =
-            [histograms.pmf(plan, &[0], TEMPERATURE_K, &wham)?, histograms.pmf(plan, &[1], TEMPERATURE_K, &wham)?];
-        let kld_raw = kl_divergence(&halves[0].probabilities, &halves[1].probabilities)?;
-        report["kld_half1_half2_raw"] = serde_json::json!(if kld_raw.is_finite() { Some(kld_raw) } else { None });
-        for sigma in [1.0, 2.0] {
-            let smooth = |p: &[f64]| smooth_periodic_2d(p, b, b, sigma);
-            let kld = kl_divergence(&smooth(&halves[0].probabilities)?, &smooth(&halves[1].probabilities)?)?;
-            report[format!("kld_half1_half2_smoothed_sigma{sigma}_bins")] = serde_json::json!(kld);
-        }
-        let difference: Vec<f64> =
-            halves[0].free_energy_kt.iter().zip(&halves[1].free_energy_kt).map(|(a, c)| a - c).collect();
-        pmf_png(&args.out.join("halves_difference.png"), &difference, b, "PMF half 1 - half 2", "dF / kT", true)?;
-        cgflow::io::npy::write_npy(&args.out.join("half1_probabilities.npy"), &[b, b], &halves[0].probabilities)?;
-        cgflow::io::npy::write_npy(&args.out.join("half2_probabilities.npy"), &[b, b], &halves[1].probabilities)?;
-    }
-    report["analysis_seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
-    let text = serde_json::to_string_pretty(&report)?;
-    std::fs::write(args.out.join("report.json"), &text).with_context(|| format!("writing {}", args.out.display()))?;
-    println!("{text}");
     Ok(())
 }
 
+/// The binless reference from this run's samples (`cgflow reference --umbrella OUT --out OUT`).
+fn analyse(args: &UmbrellaArgs) -> Result<()> {
+    crate::cli::reference::run(crate::cli::reference::ReferenceArgs::for_umbrella_run(
+        &args.out,
+        &args.system,
+        args.bins,
+    ))
+}
+
 /// A (phi, psi) heat map of values on the bins x bins grid, in degrees.
-fn pmf_png(path: &Path, values: &[f64], bins: usize, title: &str, label: &str, diverging: bool) -> Result<()> {
+pub fn pmf_png(path: &Path, values: &[f64], bins: usize, title: &str, label: &str, diverging: bool) -> Result<()> {
     let map = cgflow::io::plot::HeatMap {
         values,
         nx: bins,

@@ -12,6 +12,7 @@
 pub mod al_checkpoint;
 pub mod cg_points;
 pub mod checkpoint;
+pub mod cv_run;
 pub mod dcd;
 pub mod flow_checkpoint;
 pub mod inpcrd;
@@ -151,6 +152,22 @@ pub(crate) fn read_text(path: &Path) -> Result<String> {
 /// Writes `contents` to `path`, mapping failures to [`Error::Io`].
 pub(crate) fn write_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     std::fs::write(path, contents).map_err(|e| Error::io(path, e))
+}
+
+/// Writes `bytes` to `path` atomically: to a temporary file beside it, synced, then renamed over
+/// it, so a reader (or a run killed meanwhile) sees the old file or the new one, never a part.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = std::path::PathBuf::from(temporary);
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    };
+    write().map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

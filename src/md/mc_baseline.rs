@@ -138,7 +138,7 @@ fn run_one(
 /// let mb = MullerBrown::default();
 /// let reference = muller_brown_reference(&mb, 100).unwrap();
 /// let config = MbMcConfig { runs: 2, chains: 2, steps_per_chain: 1000, ..MbMcConfig::default() };
-/// let curves = muller_brown_mc_curves(&mb, &reference, &config, &[EmptyBinRule::PseudoCount(1.0)]).unwrap();
+/// let curves = muller_brown_mc_curves(&mb, &reference, &config, &[EmptyBinRule::PseudoMass(1e-3)]).unwrap();
 /// let mean = &curves.mean[0];
 /// assert_eq!(mean.last().unwrap().evaluations, 2.0 * 1001.0);
 /// assert_eq!(curves.evaluations_per_run, 2002);

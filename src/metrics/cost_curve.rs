@@ -389,14 +389,16 @@ mod tests {
         let values = [-pi / 2.0, -pi / 2.0, pi / 2.0, pi / 2.0, -pi / 2.0, pi / 2.0, pi / 2.0, -pi / 2.0];
         let samples = WalkerSamples { values: &values, walkers: 2, steps_per_frame: 10 };
         let reference = KlReference::new(&[0.25; 4], BinGrid::dihedral(2), 0.0).expect("reference");
-        let curve = md_cost_curve(&reference, &samples, 0..2, &[1, 2], EmptyBinRule::PseudoCount(1.0)).expect("curve");
-        // Frame 1: counts (1, 0, 0, 1) + 1 = (2, 1, 1, 2)/6: D = 0.25 ln(0.25/(1/3)) * 2 + 0.25 ln(0.25/(1/6)) * 2.
+        let curve =
+            md_cost_curve(&reference, &samples, 0..2, &[1, 2], EmptyBinRule::PseudoMass(2.0 / 3.0)).expect("curve");
+        // Frame 1: counts (1, 0, 0, 1), pseudo-mass 2/3: q = (1/3) (1/2, 0, 0, 1/2) + 1/6 = (2, 1, 1, 2)/6:
+        // D = 0.25 ln(0.25/(1/3)) * 2 + 0.25 ln(0.25/(1/6)) * 2.
         let d1 = 0.5 * (0.75f64).ln() + 0.5 * (1.5f64).ln();
         assert!((curve[0].kld - d1).abs() < 1e-12 && curve[0].evaluations == 20.0);
         // Frame 2: every bin once: uniform, D = 0.
         assert!(curve[1].kld.abs() < 1e-12 && curve[1].evaluations == 40.0);
         let single =
-            md_cost_curve(&reference, &samples, 1..2, &[2], EmptyBinRule::PseudoCount(1.0)).expect("one walker");
+            md_cost_curve(&reference, &samples, 1..2, &[2], EmptyBinRule::PseudoMass(0.1)).expect("one walker");
         assert_eq!(single[0].evaluations, 20.0);
         assert!(md_cost_curve(&reference, &samples, 0..3, &[1], EmptyBinRule::None).is_err());
         assert!(md_cost_curve(&reference, &samples, 0..2, &[3], EmptyBinRule::None).is_err());

@@ -4,7 +4,7 @@
 //! - [`histogram`]: [`Axis`] (periodic or not), [`Histogram1d`], [`Histogram2d`], conversions
 //!   between free energies (kT) and bin probabilities, Gaussian smoothing over a [`BinGrid`].
 //! - [`divergence`]: the PMF accuracy metric, the forward KL divergence `D(ref || model)` over
-//!   histogram bins, with an explicit [`EmptyBinRule`] for model histograms (pseudo-count or kernel
+//!   histogram bins, with an explicit [`EmptyBinRule`] for model histograms (pseudo-mass or kernel
 //!   smoothing), a [`KlReference`] compared at a chosen kernel resolution, and the noise floor of a
 //!   finite reference (from theory, or measured by its two halves).
 //! - [`cost_curve`]: KLD against energy evaluations, curves averaged over runs, interpolation, and

@@ -190,15 +190,41 @@ fn umbrella_run_killed_and_resumed_loses_and_repeats_no_sample() {
     resumed.push("--resume");
     let result = cgflow(&resumed, &[]);
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report")).expect("json");
-    // 9 windows x 3000 steps / 10 steps per sample = 2700 samples, 1350 per half, whatever the kill.
-    assert_eq!(report["samples_per_half"], serde_json::json!([1350.0, 1350.0]));
-    assert_eq!(report["steps_per_window_done"], 3300);
+    let report = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report")).expect("json")
+    };
+    // 9 windows x 3000 steps / 10 steps per sample = 2700 samples, whatever the kill; 9 x 3300
+    // evaluations with the equilibration.
+    assert_eq!(report()["samples"], 2700);
+    assert_eq!(report()["energy_evaluations"], 29_700.0);
+    assert_eq!(report()["mbar"]["newton_steps"].as_u64().map(|n| n > 0), Some(true));
     for name in ["reference_pmf_kt.npy", "reference_probabilities.npy", "half1_probabilities.npy"] {
         let a = cgflow::io::npy::read_npy(&out.join(name)).expect(name);
         assert_eq!(a.shape, vec![12, 12]);
     }
+    let populations: f64 = ["beta_PII", "alpha_R", "phi_positive"]
+        .iter()
+        .map(|b| report()["populations"][b]["population"].as_f64().unwrap())
+        .sum();
+    assert!((populations - 1.0).abs() < 1e-12, "{populations}");
+    // A resume with more steps extends every window: 9 x 4000 / 10 samples.
+    let mut longer: Vec<&str> = args.to_vec();
+    longer[8] = "4000";
+    longer.push("--resume");
+    let result = cgflow(&longer, &[]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert_eq!(report()["samples"], 3600);
+    // `cgflow reference` reads the same folder; runs of another System or kind are refused.
+    let again = dir.path().join("again");
+    let base = ["reference", "--umbrella", out_s, "--out", again.to_str().unwrap(), "--bins", "12", "--bootstrap", "2"];
+    let result = cgflow(&base, &[]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let vacuum = aldp("aldp_vacuum.xml");
+    let mut other_system = base.to_vec();
+    other_system.extend(["--system", path(&vacuum)]);
+    assert!(failing(&other_system, &[]).contains("another system"));
+    let as_md = ["reference", "--umbrella", out_s, "--md", out_s, "--out", again.to_str().unwrap(), "--bins", "12"];
+    assert!(failing(&as_md, &[]).contains("another kind of run"));
     // Other settings on the same folder are refused.
     let mut other: Vec<&str> = args.to_vec();
     other[6] = "4";
@@ -265,6 +291,16 @@ fn md_killed_and_resumed_loses_and_repeats_no_frame() {
     assert_eq!(a[..4 * frame], b[..4 * frame]);
     let (header, frames) = cgflow::io::dcd::read_dcd(&killed.join("walker_001.dcd")).expect("dcd");
     assert_eq!((header.frames, frames.len(), header.n_atoms), (60, 60, 22));
+    // A resume with more steps continues the finished run to the new total: 4000 / 50 = 80 frames.
+    let mut longer = resume.clone();
+    let at = longer.iter().position(|a| *a == "3000").expect("--steps");
+    longer[at] = "4000";
+    let out = cgflow(&longer, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(killed.join("cv.f32")).expect("cv").len(), 80 * frame);
+    let description: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(killed.join("cv.json")).expect("cv.json")).expect("json");
+    assert_eq!((description["frames"].as_u64(), description["steps"].as_u64()), (Some(80), Some(4000)));
 
     // A CV that names an atom the system lacks.
     let e = failing(

@@ -37,9 +37,10 @@ fn kl(p: &[f64], q: &[f64]) -> f64 {
 /// A rule of the tiny run: KLD of the reference to a histogram of counts.
 type Rule = fn(&[f64; 4]) -> f64;
 
-/// pseudo-count:1 by hand.
-fn pseudo_count_1(c: &[f64; 4]) -> f64 {
-    kl(&P, &c.map(|x| x + 1.0))
+/// pseudo-mass:0.5 by hand: q = 0.5 c / n + 0.5 / 4.
+fn pseudo_mass_half(c: &[f64; 4]) -> f64 {
+    let n: f64 = c.iter().sum();
+    kl(&P, &c.map(|x| 0.5 * x / n + 0.125))
 }
 
 /// smooth:0:0.1 by hand: no kernel, q = 0.9 c / n + 0.1 / 4.
@@ -81,7 +82,7 @@ fn compare_on_a_tiny_run_matches_hand_computed_divergences() {
     cgflow::io::npy::write_npy(&tmp.path().join("half1_probabilities.npy"), &[2, 2], &P).unwrap();
     cgflow::io::npy::write_npy(&tmp.path().join("half2_probabilities.npy"), &[2, 2], &[0.25; 4]).unwrap();
     let method = tmp.path().join("method.csv");
-    std::fs::write(&method, "evaluations,kld\n# two points\n4, 0.03\n4 2.0\n").unwrap();
+    std::fs::write(&method, "evaluations,kld,wall_s\n# two points\n4, 0.03, 1\n4 2.0 0.5\n").unwrap();
     let out_json = tmp.path().join("curve.json");
     let png = tmp.path().join("curve.png");
     let out = cgflow(&[
@@ -93,11 +94,13 @@ fn compare_on_a_tiny_run_matches_hand_computed_divergences() {
         "--groups",
         "1,2",
         "--empty-bins",
-        "pseudo-count:1,smooth:0:0.1",
+        "pseudo-mass:0.5,smooth:0:0.1",
         "--milestones",
         "25,70,1000",
         "--method-points",
         path(&method),
+        "--md-throughput",
+        "10",
         "--kld-levels",
         "0.03",
         "--out",
@@ -114,7 +117,7 @@ fn compare_on_a_tiny_run_matches_hand_computed_divergences() {
     let both = [[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, 2.0], [2.0, 1.0, 1.0, 2.0], [3.0, 1.0, 1.0, 3.0]];
     let w0 = [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [2.0, 1.0, 0.0, 0.0], [3.0, 1.0, 0.0, 0.0]];
     let w1 = [[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 2.0], [0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 1.0, 3.0]];
-    let rules: [Rule; 2] = [pseudo_count_1, floor_only];
+    let rules: [Rule; 2] = [pseudo_mass_half, floor_only];
     for (r, rule) in rules.iter().enumerate() {
         // Stitched: the mean of 2 groups (1 walker each) at 10, 20, 30, 40 evaluations, then the
         // whole run (2 walkers) beyond: 60, 80.
@@ -146,7 +149,7 @@ fn compare_on_a_tiny_run_matches_hand_computed_divergences() {
         assert_eq!(s["speedup_at_most"], 2.5);
     }
     assert_eq!(v["end_of_run_evaluations_made"], 90.0);
-    // KLD 0.03 with 4 evaluations: pseudo-count MD never gets that low (lowest 0.0437 at 80): a
+    // KLD 0.03 with 4 evaluations: pseudo-mass MD never gets that low (lowest 0.0718 at 80): a
     // lower bound 80 / 4; smooth MD crosses it between 60 (0.054) and 80 (0.015).
     assert!(rules[0](&both[3]) > 0.03 && rules[1](&both[2]) > 0.03 && rules[1](&both[3]) < 0.03);
     assert_eq!(v["rules"][0]["speedups"][0]["speedup_at_least"], 20.0);
@@ -155,7 +158,7 @@ fn compare_on_a_tiny_run_matches_hand_computed_divergences() {
     let e = (60f64.ln() + (0.03 / a).ln() / (b / a).ln() * (80.0f64 / 60.0).ln()).exp();
     let speedup = v["rules"][1]["speedups"][0]["speedup"].as_f64().unwrap();
     assert!((speedup / (e / 4.0) - 1.0).abs() < 1e-12, "{speedup} vs {}", e / 4.0);
-    // The same crossing as the evaluations MD needs for KLD 0.03 (none under the pseudo-count).
+    // The same crossing as the evaluations MD needs for KLD 0.03 (none under the pseudo-mass).
     let reach = v["rules"][1]["evaluations_to_reach"][0]["evaluations"].as_f64().unwrap();
     assert!((reach / e - 1.0).abs() < 1e-12);
     assert!(v["rules"][0]["evaluations_to_reach"][0]["evaluations"].is_null());
@@ -166,7 +169,27 @@ fn compare_on_a_tiny_run_matches_hand_computed_divergences() {
     // The smoothing rule's own bias: the reference itself through the floor, 0.9 p + 0.025.
     let bias = kl(&P, &P.map(|x| 0.9 * x + 0.025));
     assert!((v["rules"][1]["rule_bias"].as_f64().unwrap() - bias).abs() < 1e-14);
-    assert_eq!(v["rules"][0]["rule_bias"], 0.0);
+    let bias = kl(&P, &P.map(|x| 0.5 * x + 0.125));
+    assert!((v["rules"][0]["rule_bias"].as_f64().unwrap() - bias).abs() < 1e-14);
+
+    // The summary per method point. Floors: the reference's 0.1927 / 4 plus each rule's bias
+    // (0.0542 and 0.0026), so KLD 0.03 is within 3x of both (not resolved); at KLD 2 both rules give
+    // < 2.5, the smallest is < 2.5, and in wall-clock time MD's at most 2.5 x 4 / 10 = 1 s against
+    // the method's 0.5 s: < 2.
+    let summary = &v["summary"];
+    assert_eq!(summary[0]["smallest"], serde_json::Value::Null);
+    assert_eq!(summary[0]["rules"][0]["resolved"], false);
+    assert_eq!(summary[0]["rules"][1]["resolved"], false);
+    assert!(
+        (summary[0]["rules"][0]["floor"].as_f64().unwrap() - (halves / 4.0 + kl(&P, &P.map(|x| 0.5 * x + 0.125))))
+            .abs()
+            < 1e-12
+    );
+    assert_eq!(summary[1]["smallest"]["speedup"], 2.5);
+    assert_eq!(summary[1]["smallest"]["qualifier"], "<");
+    assert!((summary[1]["wall_clock"]["speedup"].as_f64().unwrap() - 2.0).abs() < 1e-12);
+    assert_eq!(summary[1]["wall_clock"]["qualifier"], "<");
+    assert!(stdout.contains("not resolved"), "{stdout}");
 
     // The saved curves as the baseline: the same speedups, milestones, levels, floor and biases
     // without the MD run, for all its rules or the one asked for.
@@ -201,11 +224,11 @@ fn compare_on_a_tiny_run_matches_hand_computed_divergences() {
     assert!(
         one.status.success()
             && stdout.contains("## empty bins: smooth:0:0.1")
-            && !stdout.contains("## empty bins: pseudo-count:1"),
+            && !stdout.contains("## empty bins: pseudo-mass:0.5"),
         "{stdout}"
     );
-    let missing = failing(&["compare", "--baseline-curves", path(&out_json), "--empty-bins", "pseudo-count:2"]);
-    assert!(missing.contains("no curve under the rule pseudo-count:2"), "{missing}");
+    let missing = failing(&["compare", "--baseline-curves", path(&out_json), "--empty-bins", "pseudo-mass:0.2"]);
+    assert!(missing.contains("no curve under the rule pseudo-mass:0.2"), "{missing}");
     std::fs::write(tmp.path().join("other.json"), "{\"rules\": 3}").unwrap();
     let other = failing(&["compare", "--baseline-curves", path(&tmp.path().join("other.json"))]);
     assert!(other.contains("not the output of `cgflow compare --out`"), "{other}");
@@ -234,6 +257,18 @@ fn compare_refuses_bad_input_cleanly() {
     let bad = tmp.path().join("bad.csv");
     std::fs::write(&bad, "1e6,0.1\n1e7\n").unwrap();
     assert!(run(&["--method-points", path(&bad)]).contains("line 2"));
+    std::fs::write(&bad, "[{\"kld\": 0.1, \"wall_s\": 3}]").unwrap();
+    assert!(run(&["--method-points", path(&bad)]).contains("point 0"));
+    std::fs::write(&bad, "1e6,0.1,-3\n").unwrap();
+    assert!(run(&["--method-points", path(&bad)]).contains("wall time"));
+    assert!(run(&["--md-throughput", "0"]).contains("--md-throughput"));
+    // Halves that do not match the reference's grid, and an MD run of another System.
+    let small = tmp.path().join("small.npy");
+    cgflow::io::npy::write_npy(&small, &[1, 1], &[1.0]).unwrap();
+    let halves = format!("{},{}", path(&small), path(&small));
+    assert!(!run(&["--halves", &halves]).is_empty());
+    let system = crate::util::aldp("aldp_vacuum.xml");
+    assert!(run(&["--system", path(&system)]).contains("another system"));
     std::fs::write(&bad, "[[1e6, -0.1]]").unwrap();
     assert!(run(&["--method-points", path(&bad)]).contains("point 0"));
     std::fs::write(&bad, "{\"other\": []}").unwrap();
@@ -296,7 +331,8 @@ fn muller_brown_pmf_matches_an_independent_simpson_quadrature() {
 fn muller_brown_metropolis_baseline_converges_towards_the_exact_pmf() {
     let mb = MullerBrown::default();
     let reference = muller_brown_reference(&mb, 100).unwrap();
-    let rules = [EmptyBinRule::PseudoCount(1.0), EmptyBinRule::smooth(0.5)];
+    // Pseudo-mass 2.5e-5: what a pseudo-count of 1 in each of the 100 bins weighed at 4e6 samples.
+    let rules = [EmptyBinRule::PseudoMass(2.5e-5), EmptyBinRule::smooth(0.5)];
     // Small budget: 4 runs of 8 chains x 20,000 proposals from the global minimum.
     let small = MbMcConfig { runs: 4, chains: 8, steps_per_chain: 20_000, per_decade: 4, ..MbMcConfig::default() };
     let curves = muller_brown_mc_curves(&mb, &reference, &small, &rules).unwrap();
@@ -315,9 +351,9 @@ fn muller_brown_metropolis_baseline_converges_towards_the_exact_pmf() {
     assert!(curves.acceptance_rate > 0.3 && curves.acceptance_rate < 0.7, "{}", curves.acceptance_rate);
 
     // Long budget: 4 runs of 8 chains x 500,000 proposals (4e6 evaluations per run). Bounds from
-    // the exact bin probabilities p, for N = 4e6 recorded states with pseudo-count 1:
+    // the exact bin probabilities p, for N = 4e6 recorded states with pseudo-mass m = 2.5e-5:
     // - above: a sampler stuck in the start basin (s < s_b, the PMF maximum between the two lower
-    //   basins) gives q = (N p / P_start [in the basin] + 1) / (N + K); the baseline must have left it
+    //   basins) gives q = (1 - m) p / P_start [in the basin] + m / K; the baseline must have left it
     //   and weighted the other basins well enough to be 20 times below that;
     // - below: independent samples would still leave (K_occupied - 1) / (2 N).
     let long = MbMcConfig { runs: 4, chains: 8, steps_per_chain: 500_000, per_decade: 1, ..MbMcConfig::default() };
@@ -329,7 +365,9 @@ fn muller_brown_metropolis_baseline_converges_towards_the_exact_pmf() {
     let barrier = (1..99).filter(|&i| centres[i] < -1.0 && a[i] > a[i - 1] && a[i] > a[i + 1]).max().unwrap();
     let n = 4.0e6;
     let start_basin: f64 = p[..barrier].iter().sum();
-    let stuck: Vec<f64> = (0..100).map(|i| if i < barrier { n * p[i] / start_basin + 1.0 } else { 1.0 }).collect();
+    let m = 2.5e-5;
+    let stuck: Vec<f64> =
+        (0..100).map(|i| if i < barrier { (1.0 - m) * p[i] / start_basin + m / 100.0 } else { m / 100.0 }).collect();
     let stuck_kld = kl_divergence(&p, &stuck).unwrap();
     let floor = (p.iter().filter(|x| **x > 0.0).count() - 1) as f64 / (2.0 * n);
     // Measured (seeded): KLD 0.0044, stuck 0.18, floor 1.2e-5.
@@ -352,7 +390,7 @@ fn compare_muller_brown_writes_a_curve_and_a_plot() {
         "--mb-steps",
         "2000",
         "--empty-bins",
-        "pseudo-count:1",
+        "pseudo-mass:0.001",
         "--out",
         path(&json),
         "--plot",
@@ -366,4 +404,109 @@ fn compare_muller_brown_writes_a_curve_and_a_plot() {
     assert!(std::fs::metadata(&png).unwrap().len() > 1000);
     assert!(failing(&["compare", "--muller-brown", "--mb-start", "1"]).contains("--mb-start"));
     assert!(failing(&["compare", "--muller-brown", "--mb-runs", "0"]).contains("must be positive"));
+}
+
+/// A correlated multi-walker trajectory on the torus: Metropolis steps of 0.005 rad on a periodic
+/// test PMF, walkers started from its exact distribution (rejection sampling), so that only the
+/// record interval differs between two histograms of it.
+fn correlated_walkers(walkers: usize, steps: usize, seed: u64) -> (Vec<f32>, Vec<f64>) {
+    use rand::{Rng, SeedableRng};
+    use std::f64::consts::PI;
+    let f = |x: [f64; 2]| 2.0 * x[0].cos() + 1.0 * (2.0 * x[1] - 0.7).cos() - 0.8 * (x[0] - x[1] + 0.3).cos();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let normal = rand_distr::Normal::new(0.0, 0.005).unwrap();
+    let wrap = cgflow::coords::geometry::wrap_angle;
+    let mut x: Vec<[f64; 2]> = (0..walkers)
+        .map(|_| loop {
+            let c = [rng.gen_range(-PI..PI), rng.gen_range(-PI..PI)];
+            if rng.gen::<f64>() < (-(f(c) + 3.8)).exp() {
+                break c;
+            }
+        })
+        .collect();
+    let mut values = Vec::with_capacity(steps * walkers * 2);
+    for _ in 0..steps {
+        for xw in x.iter_mut() {
+            let trial = [
+                wrap(xw[0] + rand_distr::Distribution::sample(&normal, &mut rng)),
+                wrap(xw[1] + rand_distr::Distribution::sample(&normal, &mut rng)),
+            ];
+            if rng.gen::<f64>() < (f(*xw) - f(trial)).exp() {
+                *xw = trial;
+            }
+            values.extend_from_slice(&[xw[0] as f32, xw[1] as f32]);
+        }
+    }
+    // Exact bin probabilities on 100 x 100 bins (midpoint rule, 5 x 5 points per bin).
+    let bins = 100;
+    let h = 2.0 * PI / bins as f64;
+    let mut p = vec![0.0; bins * bins];
+    for i in 0..bins {
+        for j in 0..bins {
+            for a in 0..5 {
+                for b in 0..5 {
+                    let c =
+                        [-PI + h * (i as f64 + (a as f64 + 0.5) / 5.0), -PI + h * (j as f64 + (b as f64 + 0.5) / 5.0)];
+                    p[i * bins + j] += (-f(c)).exp();
+                }
+            }
+        }
+    }
+    (values, p)
+}
+
+#[test]
+fn every_shipped_rule_reads_the_same_curve_whatever_the_record_interval() {
+    use cgflow::metrics::cost_curve::{md_cost_curve, WalkerSamples};
+    use cgflow::metrics::{BinGrid, KlReference};
+    let (walkers, steps) = (64, 40_000);
+    let (every_step, p) = correlated_walkers(walkers, steps, 9);
+    // The same trajectory recorded every 10th step.
+    let frame = 2 * walkers;
+    let every_tenth: Vec<f32> =
+        every_step.chunks_exact(frame).skip(9).step_by(10).flat_map(|f| f.iter().copied()).collect();
+    let fine = WalkerSamples { values: &every_step, walkers, steps_per_frame: 1 };
+    let coarse = WalkerSamples { values: &every_tenth, walkers, steps_per_frame: 10 };
+    // Frames at which both have made the same evaluations: 2,000 to 40,000 steps per walker.
+    let coarse_frames = [200, 500, 1000, 2000, 4000];
+    let fine_frames: Vec<usize> = coarse_frames.iter().map(|f| f * 10).collect();
+    // At the comparison resolutions (kernels of 1 and 2 bins) every shipped rule moves by less than
+    // 2 % (measured: at most 0.3 %). On the raw grid the kernel rules do too, but the pseudo-mass
+    // moves by 3-4.5 % while KLD > 1: there it counts empty bins, and a brief visit to a bin between
+    // two records leaves it empty.
+    for kernel in [0.0, 1.0, 2.0] {
+        let reference = KlReference::new(&p, BinGrid::dihedral(100), kernel).unwrap();
+        for rule in EmptyBinRule::shipped() {
+            if kernel == 0.0 && matches!(rule, EmptyBinRule::PseudoMass(_)) {
+                continue;
+            }
+            let a = md_cost_curve(&reference, &fine, 0..walkers, &fine_frames, rule).unwrap();
+            let b = md_cost_curve(&reference, &coarse, 0..walkers, &coarse_frames, rule).unwrap();
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.evaluations, y.evaluations);
+                let change = (x.kld / y.kld - 1.0).abs();
+                assert!(
+                    change < 0.02,
+                    "{rule} at kernel {kernel}, {} evaluations: {} vs {}",
+                    x.evaluations,
+                    x.kld,
+                    y.kld
+                );
+            }
+        }
+    }
+    // Control: a pseudo-count of 1 per bin (what the project shipped before) reads curves that
+    // differ by more than half (measured 0.90 vs 0.53), because it weighs 10^4 counts against 10x
+    // fewer frames.
+    let reference = KlReference::new(&p, BinGrid::dihedral(100), 0.0).unwrap();
+    let count_rule = |values: &[f32], frames: usize| {
+        let mut counts = vec![1.0; 100 * 100];
+        let axis = cgflow::metrics::histogram::Axis::dihedral(100).unwrap();
+        for pair in values[..frames * frame].chunks_exact(2) {
+            counts[axis.bin_of(pair[0] as f64).unwrap() * 100 + axis.bin_of(pair[1] as f64).unwrap()] += 1.0;
+        }
+        reference.kl_to_probabilities(&counts).unwrap()
+    };
+    let (a, b) = (count_rule(&every_step, 20_000), count_rule(&every_tenth, 2000));
+    assert!(a > 1.5 * b, "pseudo-count:1 every step {a} vs every 10th step {b}");
 }

@@ -1,0 +1,482 @@
+//! Binless combination of biased samples: the multistate Bennett acceptance ratio (MBAR), for
+//! states that differ by periodic harmonic restraints on two angles (2D umbrella sampling), with
+//! unbiased states (MD) as the special case of zero springs. Everything is in kT.
+//!
+//! State `k` drew `N_k` samples `x` from `p(x) exp(-b_k(x)) / Z_k`. With `D(x) = sum_k N_k
+//! exp(f_k - b_k(x))`, the free energies `f_k = -ln Z_k` (up to one constant, fixed by `f_0 = 0`)
+//! are the minimum of the convex function
+//!
+//! ```text
+//! A(f) = sum_n ln D(x_n) - sum_k N_k f_k,
+//! ```
+//!
+//! and every sample then carries the unbiased weight `W_n = 1 / D(x_n)`, normalised over all
+//! samples. Unlike binned WHAM, each bias is evaluated at the sample itself, so there is no error
+//! from the bias varying across a bin (0.75 kT across one of 100 bins at 0.3 rad from the centre
+//! of a 100 kJ/mol/rad^2 restraint at 300 K).
+//!
+//! The solver is Newton's method with a backtracking line search: the gradient and `A` over every
+//! sample, the Hessian `H_ij = sum_n (delta_ij w_in - w_in w_jn)`, `w_in = N_i exp(f_i - b_i(x_n)) /
+//! D(x_n)`, over an evenly strided subset of at most [`MbarConfig::hessian_samples`] samples (an
+//! approximate Hessian only slows the convergence, never moves its point). A state contributes to
+//! `D(x)` only where its bias is below [`MbarConfig::bias_cutoff_kt`]: beyond, its term is smaller
+//! than `exp(-cutoff)` times its own weight, and skipping it keeps each sample's cost to the states
+//! around it.
+
+use rayon::prelude::*;
+
+use crate::coords::geometry::wrap_angle;
+use crate::error::{Error, Result};
+
+/// A periodic harmonic restraint on two angles: `b(x) = 0.5 k_0 d_0^2 + 0.5 k_1 d_1^2` in kT, `d`
+/// the differences from the centre wrapped to `[-pi, pi)`. Zero springs: an unbiased state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HarmonicBias2d {
+    /// Centre (radians).
+    pub centre_rad: [f64; 2],
+    /// Spring on each angle, kT/rad^2 (finite, >= 0).
+    pub spring_kt_per_rad2: [f64; 2],
+}
+
+impl HarmonicBias2d {
+    /// No bias at all (plain MD).
+    pub const UNBIASED: HarmonicBias2d = HarmonicBias2d { centre_rad: [0.0, 0.0], spring_kt_per_rad2: [0.0, 0.0] };
+
+    /// The bias at `x` (radians), kT.
+    ///
+    /// ```
+    /// use cgflow::md::mbar::HarmonicBias2d;
+    /// let b = HarmonicBias2d { centre_rad: [3.0, 0.0], spring_kt_per_rad2: [10.0, 2.0] };
+    /// let d = 6.0 - 2.0 * std::f64::consts::PI; // -3 lies 0.283 rad past +3 across the wrap
+    /// assert!((b.at([-3.0, 1.0]) - (5.0 * d * d + 1.0)).abs() < 1e-13);
+    /// ```
+    pub fn at(&self, x: [f64; 2]) -> f64 {
+        let d0 = wrap_angle(x[0] - self.centre_rad[0]);
+        let d1 = wrap_angle(x[1] - self.centre_rad[1]);
+        0.5 * (self.spring_kt_per_rad2[0] * d0 * d0 + self.spring_kt_per_rad2[1] * d1 * d1)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.centre_rad.iter().any(|c| !c.is_finite())
+            || self.spring_kt_per_rad2.iter().any(|k| !(k.is_finite() && *k >= 0.0))
+        {
+            return Err(Error::invalid(format!(
+                "restraint centre {:?} must be finite and springs {:?} kT/rad^2 finite and >= 0",
+                self.centre_rad, self.spring_kt_per_rad2
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The samples one state drew, in time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BiasedSamples {
+    /// The state's bias.
+    pub bias: HarmonicBias2d,
+    /// Its samples (radians), in the order they were drawn (block bootstrap keeps blocks of them).
+    pub samples: Vec<[f64; 2]>,
+}
+
+/// Solver settings for [`solve`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MbarConfig {
+    /// Converged when every state's relative count mismatch `|sum_n w_kn - N_k| / N_k` (the
+    /// gradient of `A` over `N_k`) is below this. Default `1e-9`.
+    pub tolerance: f64,
+    /// Newton steps at most. Default 200.
+    pub max_iterations: usize,
+    /// A state takes part in a sample's `D(x)` only where its bias is below this, kT. Default 50.
+    pub bias_cutoff_kt: f64,
+    /// Samples (evenly strided) over which the Hessian is accumulated. Default 100 000.
+    pub hessian_samples: usize,
+}
+
+impl Default for MbarConfig {
+    fn default() -> Self {
+        MbarConfig { tolerance: 1e-9, max_iterations: 200, bias_cutoff_kt: 50.0, hessian_samples: 100_000 }
+    }
+}
+
+/// The MBAR free energies of the states.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MbarSolution {
+    /// `f_k` in kT, `f_0 = 0`.
+    pub free_energies_kt: Vec<f64>,
+    /// Newton steps taken.
+    pub iterations: usize,
+    /// The largest relative count mismatch at the end (see [`MbarConfig::tolerance`]).
+    pub max_relative_mismatch: f64,
+    /// Whether it fell below the tolerance.
+    pub converged: bool,
+}
+
+fn check_states(states: &[BiasedSamples]) -> Result<()> {
+    if states.is_empty() {
+        return Err(Error::invalid("MBAR needs at least one state"));
+    }
+    for (k, s) in states.iter().enumerate() {
+        s.bias.validate()?;
+        if s.samples.is_empty() {
+            return Err(Error::invalid(format!("MBAR: state {k} has no samples")));
+        }
+        if let Some(x) = s.samples.iter().find(|x| !(x[0].is_finite() && x[1].is_finite())) {
+            return Err(Error::invalid(format!("MBAR: state {k} has a non-finite sample {x:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// The states whose bias at `x` is below the cutoff, with `N_k exp(f_k - b_k(x))`, into `terms`;
+/// returns their sum `D(x)`.
+fn terms_at(
+    x: [f64; 2],
+    states: &[BiasedSamples],
+    log_n_plus_f: &[f64],
+    cutoff_kt: f64,
+    terms: &mut Vec<(usize, f64)>,
+) -> f64 {
+    terms.clear();
+    let mut d = 0.0;
+    for (k, s) in states.iter().enumerate() {
+        let b = s.bias.at(x);
+        if b <= cutoff_kt {
+            let t = (log_n_plus_f[k] - b).exp();
+            terms.push((k, t));
+            d += t;
+        }
+    }
+    d
+}
+
+/// `A(f)`, its gradient, and (when asked) the Hessian over every `stride`-th sample.
+struct Pass {
+    objective: f64,
+    gradient: Vec<f64>,
+    hessian: Option<Vec<f64>>,
+}
+
+impl Pass {
+    fn zero(n_states: usize, with_hessian: bool) -> Pass {
+        Pass {
+            objective: 0.0,
+            gradient: vec![0.0; n_states],
+            hessian: with_hessian.then(|| vec![0.0; n_states * n_states]),
+        }
+    }
+
+    fn add(mut self, other: Pass) -> Pass {
+        self.objective += other.objective;
+        for (g, v) in self.gradient.iter_mut().zip(&other.gradient) {
+            *g += v;
+        }
+        if let (Some(h), Some(oh)) = (self.hessian.as_mut(), other.hessian.as_ref()) {
+            for (a, b) in h.iter_mut().zip(oh) {
+                *a += b;
+            }
+        }
+        self
+    }
+}
+
+fn pass(states: &[BiasedSamples], f: &[f64], config: &MbarConfig, hessian_stride: Option<usize>) -> Result<Pass> {
+    let n_states = states.len();
+    let log_n_plus_f: Vec<f64> = states.iter().zip(f).map(|(s, fk)| (s.samples.len() as f64).ln() + fk).collect();
+    // One accumulator per worker thread (a Hessian per state would allocate K^3 numbers).
+    let mut total = states
+        .par_iter()
+        .enumerate()
+        .try_fold(
+            || (Pass::zero(n_states, hessian_stride.is_some()), Vec::new()),
+            |(mut out, mut terms), (owner, s)| -> Result<(Pass, Vec<(usize, f64)>)> {
+                for (i, &x) in s.samples.iter().enumerate() {
+                    let d = terms_at(x, states, &log_n_plus_f, config.bias_cutoff_kt, &mut terms);
+                    if !(d.is_finite() && d > 0.0) {
+                        return Err(Error::invalid(format!(
+                            "MBAR: sample {x:?} of state {owner} has D(x) = {d} (free energies out of range)"
+                        )));
+                    }
+                    out.objective += d.ln();
+                    for &(k, t) in terms.iter() {
+                        out.gradient[k] += t / d;
+                    }
+                    if let (Some(h), Some(stride)) = (out.hessian.as_mut(), hessian_stride) {
+                        // Every state is strided alike, each kept sample standing for `stride`.
+                        if i % stride == 0 {
+                            let scale = stride as f64;
+                            for &(k, tk) in terms.iter() {
+                                let wk = tk / d;
+                                h[k * n_states + k] += scale * wk;
+                                for &(l, tl) in terms.iter() {
+                                    h[k * n_states + l] -= scale * wk * tl / d;
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok((out, terms))
+            },
+        )
+        .map(|r| r.map(|(p, _)| p))
+        .try_reduce(|| Pass::zero(n_states, hessian_stride.is_some()), |a, b| Ok(a.add(b)))?;
+    for (k, s) in states.iter().enumerate() {
+        let n = s.samples.len() as f64;
+        total.objective -= n * f[k];
+        total.gradient[k] -= n;
+    }
+    Ok(total)
+}
+
+fn max_relative_mismatch(states: &[BiasedSamples], gradient: &[f64]) -> f64 {
+    states.iter().zip(gradient).map(|(s, g)| g.abs() / s.samples.len() as f64).fold(0.0, f64::max)
+}
+
+/// Solves for the states' free energies, starting from `start` (e.g. an earlier solution) or zero.
+/// Errors on no states, a state without samples, a non-finite sample or bias, or a sample that no
+/// state's bias reaches below the cutoff.
+pub fn solve(states: &[BiasedSamples], config: &MbarConfig, start: Option<&[f64]>) -> Result<MbarSolution> {
+    check_states(states)?;
+    let n_states = states.len();
+    let mut f = match start {
+        Some(s) if s.len() == n_states => s.iter().map(|v| v - s[0]).collect::<Vec<f64>>(),
+        Some(s) => {
+            return Err(Error::invalid(format!("MBAR start: {} free energies for {n_states} states", s.len())));
+        }
+        None => vec![0.0; n_states],
+    };
+    let total_samples: usize = states.iter().map(|s| s.samples.len()).sum();
+    let stride = total_samples.div_ceil(config.hessian_samples.max(1)).max(1);
+    let mut current = pass(states, &f, config, Some(stride))?;
+    let mut iterations = 0;
+    let mut mismatch = max_relative_mismatch(states, &current.gradient);
+    while mismatch > config.tolerance && iterations < config.max_iterations && n_states > 1 {
+        iterations += 1;
+        // Newton step on f_1..f_{K-1} (f_0 = 0 fixes the constant).
+        let m = n_states - 1;
+        let h = current.hessian.as_ref().ok_or_else(|| Error::invalid("MBAR: Hessian missing"))?;
+        let reduced = nalgebra::DMatrix::from_fn(m, m, |i, j| h[(i + 1) * n_states + (j + 1)]);
+        let g = nalgebra::DVector::from_fn(m, |i, _| current.gradient[i + 1]);
+        let step = match reduced.clone().cholesky() {
+            Some(c) => c.solve(&(-&g)),
+            // A Hessian from too few samples can lose definiteness: fall back to a diagonal step.
+            None => nalgebra::DVector::from_fn(m, |i, _| -g[i] / reduced[(i, i)].max(1e-12)),
+        };
+        let mut scale = 1.0;
+        let accepted = loop {
+            let trial: Vec<f64> = std::iter::once(0.0).chain((0..m).map(|i| f[i + 1] + scale * step[i])).collect();
+            if let Ok(next) = pass(states, &trial, config, Some(stride)) {
+                if next.objective.is_finite() && next.objective <= current.objective + 1e-12 * current.objective.abs() {
+                    break Some((trial, next));
+                }
+            }
+            scale *= 0.5;
+            if scale < 1e-10 {
+                break None;
+            }
+        };
+        match accepted {
+            Some((trial, next)) => {
+                f = trial;
+                current = next;
+            }
+            None => break,
+        }
+        mismatch = max_relative_mismatch(states, &current.gradient);
+    }
+    Ok(MbarSolution {
+        free_energies_kt: f,
+        iterations,
+        max_relative_mismatch: mismatch,
+        converged: mismatch <= config.tolerance,
+    })
+}
+
+impl MbarSolution {
+    /// The normalised unbiased weight of every sample, `[state][sample]`. Errors when the states do
+    /// not match the solution.
+    pub fn unbiased_weights(&self, states: &[BiasedSamples], config: &MbarConfig) -> Result<Vec<Vec<f64>>> {
+        if states.len() != self.free_energies_kt.len() {
+            return Err(Error::invalid(format!(
+                "MBAR weights: {} states for a solution of {}",
+                states.len(),
+                self.free_energies_kt.len()
+            )));
+        }
+        check_states(states)?;
+        let log_n_plus_f: Vec<f64> =
+            states.iter().zip(&self.free_energies_kt).map(|(s, fk)| (s.samples.len() as f64).ln() + fk).collect();
+        let mut weights: Vec<Vec<f64>> = states
+            .par_iter()
+            .map(|s| {
+                let mut terms = Vec::new();
+                s.samples
+                    .iter()
+                    .map(|&x| 1.0 / terms_at(x, states, &log_n_plus_f, config.bias_cutoff_kt, &mut terms))
+                    .collect()
+            })
+            .collect();
+        let total: f64 = weights.iter().flatten().sum();
+        if !(total.is_finite() && total > 0.0) {
+            return Err(Error::invalid(format!("MBAR weights sum to {total}")));
+        }
+        weights.iter_mut().flatten().for_each(|w| *w /= total);
+        Ok(weights)
+    }
+}
+
+/// Weighted 2D histogram over `[-pi, pi)^2` with `bins` x `bins` bins (row-major, first angle
+/// first) of the samples with their weights.
+pub fn weighted_dihedral_histogram(states: &[BiasedSamples], weights: &[Vec<f64>], bins: usize) -> Result<Vec<f64>> {
+    let mut h = crate::metrics::histogram::Histogram2d::dihedral(bins)?;
+    for (s, w) in states.iter().zip(weights) {
+        for (x, wi) in s.samples.iter().zip(w) {
+            h.add_weighted(x[0], x[1], *wi)?;
+        }
+    }
+    Ok(h.counts().to_vec())
+}
+
+/// The unbiased bin probabilities on the `bins` x `bins` dihedral grid from MBAR over `states`:
+/// solve, weigh, histogram. Returns the solution too.
+pub fn dihedral_probabilities(
+    states: &[BiasedSamples],
+    bins: usize,
+    config: &MbarConfig,
+    start: Option<&[f64]>,
+) -> Result<(MbarSolution, Vec<f64>)> {
+    let solution = solve(states, config, start)?;
+    let weights = solution.unbiased_weights(states, config)?;
+    let p = weighted_dihedral_histogram(states, &weights, bins)?;
+    Ok((solution, p))
+}
+
+/// The weighted fraction of the samples in each of `regions` regions, `region_of(x)` naming the
+/// region of a sample (indices `>= regions` are counted nowhere).
+pub fn region_populations(
+    states: &[BiasedSamples],
+    weights: &[Vec<f64>],
+    regions: usize,
+    region_of: impl Fn([f64; 2]) -> usize,
+) -> Vec<f64> {
+    let mut p = vec![0.0; regions];
+    let mut total = 0.0;
+    for (s, w) in states.iter().zip(weights) {
+        for (x, wi) in s.samples.iter().zip(w) {
+            total += wi;
+            if let Some(slot) = p.get_mut(region_of(*x)) {
+                *slot += wi;
+            }
+        }
+    }
+    if total > 0.0 {
+        p.iter_mut().for_each(|v| *v /= total);
+    }
+    p
+}
+
+/// Region populations with block-bootstrap standard errors: `replicates` resamples of `blocks`
+/// blocks per state ([`block_resample`]), each solved from `solution`. Returns the populations of
+/// the full data and their standard errors.
+#[allow(clippy::too_many_arguments)]
+pub fn region_populations_with_errors<R: rand::Rng>(
+    states: &[BiasedSamples],
+    solution: &MbarSolution,
+    config: &MbarConfig,
+    regions: usize,
+    region_of: impl Fn([f64; 2]) -> usize + Copy,
+    replicates: usize,
+    blocks: usize,
+    rng: &mut R,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let weights = solution.unbiased_weights(states, config)?;
+    let full = region_populations(states, &weights, regions, region_of);
+    let mut sum = vec![0.0; regions];
+    let mut sum2 = vec![0.0; regions];
+    for _ in 0..replicates {
+        let resampled = block_resample(states, blocks, rng);
+        let s = solve(&resampled, config, Some(&solution.free_energies_kt))?;
+        let w = s.unbiased_weights(&resampled, config)?;
+        for (i, v) in region_populations(&resampled, &w, regions, region_of).iter().enumerate() {
+            sum[i] += v;
+            sum2[i] += v * v;
+        }
+    }
+    let r = replicates as f64;
+    let errors = if replicates < 2 {
+        vec![f64::NAN; regions]
+    } else {
+        sum.iter().zip(&sum2).map(|(s, s2)| ((s2 / r - (s / r).powi(2)).max(0.0) * r / (r - 1.0)).sqrt()).collect()
+    };
+    Ok((full, errors))
+}
+
+/// One block-bootstrap resample of the states: each state's series cut into `blocks` contiguous
+/// blocks (the last takes the remainder), drawn with replacement to the same count.
+pub fn block_resample<R: rand::Rng>(states: &[BiasedSamples], blocks: usize, rng: &mut R) -> Vec<BiasedSamples> {
+    states
+        .iter()
+        .map(|s| {
+            let n = s.samples.len();
+            let blocks = blocks.clamp(1, n);
+            let size = n / blocks;
+            let mut samples = Vec::with_capacity(n);
+            while samples.len() < n {
+                let b = rng.gen_range(0..blocks);
+                let end = if b + 1 == blocks { n } else { (b + 1) * size };
+                let block = &s.samples[b * size..end];
+                let take = block.len().min(n - samples.len());
+                samples.extend_from_slice(&block[..take]);
+            }
+            BiasedSamples { bias: s.bias, samples }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn two_states_on_a_flat_surface_recover_the_ratio_of_their_partition_functions() {
+        // A flat p and two restraints, one four times as stiff: Z_k = 2 pi / k (two Gaussian
+        // integrals; the tails beyond pi are below 1e-40 for these springs), so f_1 - f_0 = ln 4.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let springs = [20.0, 80.0];
+        let states: Vec<BiasedSamples> = springs
+            .iter()
+            .map(|&k| {
+                let normal = rand_distr::Normal::new(0.0, (1.0f64 / k).sqrt()).expect("normal");
+                let samples = (0..20_000)
+                    .map(|_| {
+                        [
+                            rand_distr::Distribution::sample(&normal, &mut rng),
+                            rand_distr::Distribution::sample(&normal, &mut rng),
+                        ]
+                    })
+                    .collect();
+                BiasedSamples { bias: HarmonicBias2d { centre_rad: [0.0, 0.0], spring_kt_per_rad2: [k, k] }, samples }
+            })
+            .collect();
+        let s = solve(&states, &MbarConfig::default(), None).expect("solve");
+        assert!(s.converged, "{s:?}");
+        let exact = (springs[1] / springs[0]).ln();
+        assert!((s.free_energies_kt[1] - exact).abs() < 0.03, "{} vs {exact}", s.free_energies_kt[1]);
+    }
+
+    #[test]
+    fn bad_states_are_refused() {
+        let ok = BiasedSamples { bias: HarmonicBias2d::UNBIASED, samples: vec![[0.0, 0.0]] };
+        assert!(solve(&[], &MbarConfig::default(), None).is_err());
+        let empty = BiasedSamples { samples: vec![], ..ok.clone() };
+        assert!(solve(&[ok.clone(), empty], &MbarConfig::default(), None).is_err());
+        let nan = BiasedSamples { samples: vec![[f64::NAN, 0.0]], ..ok.clone() };
+        assert!(solve(&[nan], &MbarConfig::default(), None).is_err());
+        let negative = BiasedSamples {
+            bias: HarmonicBias2d { centre_rad: [0.0, 0.0], spring_kt_per_rad2: [-1.0, 0.0] },
+            ..ok.clone()
+        };
+        assert!(solve(&[negative], &MbarConfig::default(), None).is_err());
+        assert!(solve(std::slice::from_ref(&ok), &MbarConfig::default(), Some(&[0.0, 1.0])).is_err());
+    }
+}

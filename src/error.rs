@@ -12,13 +12,14 @@ pub enum Error {
     /// The caller passed something unusable: wrong shapes, non-finite numbers, unknown names.
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be read or written. The OS error is part of the message and deliberately
+    /// not a `source()`, so that a printed error chain names it once.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file concerned.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file was read but its contents are malformed.
     #[error("{path}: {message}")]
@@ -49,6 +50,6 @@ impl Error {
 
     /// Shorthand for [`Error::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), error: source }
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
-use cgflow::energy::{Batch, OpenMmEnergy, OpenMmEnergyConfig};
+use cgflow::energy::{non_finite_configurations, Batch, NonFinitePolicy, OpenMmEnergy, OpenMmEnergyConfig};
 use cgflow::openmm::{Platform, System};
 
 /// Arguments of `cgflow energy`.
@@ -44,6 +44,11 @@ pub struct EnergyArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+
+    /// Configurations with a NaN or infinite energy or force: `error` (exit 1, naming them),
+    /// `warn` (print them, with a warning on stderr) or `ignore` (print them).
+    #[arg(long, value_enum, default_value_t = NonFinitePolicy::Error)]
+    non_finite: NonFinitePolicy,
 
     /// Skip the check that the structure's elements match the System's particle masses (needed
     /// for systems with repartitioned hydrogen masses).
@@ -93,6 +98,22 @@ pub fn run(args: EnergyArgs) -> Result<()> {
     let mut model = OpenMmEnergy::new(&system, &platform, &config)?;
     let (energies_kj, forces) = model.evaluate_kj(&batch)?;
     let kt = model.kt_kj_per_mol();
+    let bad = non_finite_configurations(&energies_kj, &forces, n_atoms);
+    if !bad.is_empty() && args.non_finite != NonFinitePolicy::Ignore {
+        let listed: Vec<String> = bad.iter().take(10).map(|i| i.to_string()).collect();
+        let more = if bad.len() > 10 { format!(" and {} more", bad.len() - 10) } else { String::new() };
+        let message = format!(
+            "{} of {} configurations of {} have a non-finite energy or force (configuration {}{more}; overlapping atoms?)",
+            bad.len(),
+            energies_kj.len(),
+            args.positions.display(),
+            listed.join(", ")
+        );
+        if args.non_finite == NonFinitePolicy::Error {
+            bail!("{message}; --non-finite warn or ignore prints them");
+        }
+        eprintln!("warning: {message}");
+    }
     if args.json {
         print_json(&args, model.platform_name(), kt, &energies_kj, &forces, n_atoms)
     } else {

@@ -166,6 +166,9 @@ pub fn run(args: MdArgs) -> Result<()> {
             dcds.push(DcdWriter::open_truncated(&dcd_path(w), n_atoms, frames as u32, frame_steps, step_ps)?);
         }
     } else {
+        crate::cli::refuse_leftovers(&args.out, &checkpoint_path, |name| {
+            name == "cv.f32" || name == "cv.json" || (name.starts_with("walker_") && name.ends_with(".dcd"))
+        })?;
         std::fs::write(&cv_path, b"").with_context(|| format!("creating {}", cv_path.display()))?;
         for w in 0..dcd_walkers {
             dcds.push(DcdWriter::create(&dcd_path(w), n_atoms, frame_steps, step_ps)?);

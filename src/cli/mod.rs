@@ -144,3 +144,31 @@ pub fn run_checkpoint(
     }
     Ok(Some(checkpoint))
 }
+
+/// Refuses to start a fresh run in a folder that holds files of an earlier run (one killed before
+/// its first checkpoint, say), naming them, instead of overwriting them silently.
+pub fn refuse_leftovers(
+    dir: &std::path::Path,
+    checkpoint: &std::path::Path,
+    is_leftover: impl Fn(&str) -> bool,
+) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let mut found: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_leftover(n))
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    found.sort();
+    anyhow::bail!(
+        "{} holds files of an earlier run ({}) but no checkpoint {} to continue it: remove them to start over, or \
+         choose another --out",
+        dir.display(),
+        found.join(", "),
+        checkpoint.display()
+    )
+}

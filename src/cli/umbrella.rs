@@ -154,6 +154,9 @@ fn simulate(
         }
         file.set_len(records * record_bytes)?;
     } else {
+        crate::cli::refuse_leftovers(&args.out, checkpoint_path, |name| {
+            name == SAMPLES_FILE || name == SAMPLES_DESCRIPTION
+        })?;
         std::fs::write(&samples_path, b"").with_context(|| format!("creating {}", samples_path.display()))?;
     }
     let mut samples_file = OpenOptions::new()

@@ -159,3 +159,37 @@ pub(crate) fn to_reduced(energies_kj: &mut [f64], forces_to_gradients: &mut [f64
     energies_kj.iter_mut().for_each(|e| *e *= inverse);
     forces_to_gradients.iter_mut().for_each(|f| *f *= -inverse);
 }
+
+/// What to do with configurations whose energy or forces are not finite (coincident atoms, an
+/// exploded structure), as bgflow's OpenMM bridge offers: refuse them, warn and go on, or go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum NonFinitePolicy {
+    /// An error that names the configurations.
+    #[default]
+    Error,
+    /// Keep the values, and say which configurations they are.
+    Warn,
+    /// Keep the values silently.
+    Ignore,
+}
+
+/// The configurations (0-based) whose energy, or any force component (`3 * atoms` per
+/// configuration), is NaN or infinite.
+///
+/// ```
+/// use cgflow::energy::non_finite_configurations;
+/// let energies = [1.0, f64::NAN, 2.0];
+/// let forces = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, f64::INFINITY, 0.0];
+/// assert_eq!(non_finite_configurations(&energies, &forces, 1), vec![1, 2]);
+/// ```
+pub fn non_finite_configurations(energies: &[f64], forces: &[f64], atoms: usize) -> Vec<usize> {
+    let stride = 3 * atoms;
+    energies
+        .iter()
+        .enumerate()
+        .filter(|&(i, e)| {
+            !e.is_finite() || forces.get(i * stride..(i + 1) * stride).is_some_and(|f| f.iter().any(|x| !x.is_finite()))
+        })
+        .map(|(i, _)| i)
+        .collect()
+}

@@ -157,6 +157,15 @@ fn read_record(file: &mut File, path: &Path, what: &str) -> Result<Vec<u8>> {
     if !(0..=1 << 30).contains(&len) {
         return Err(Error::parse(path, format!("not a DCD file (bad record length {len} in {what})")));
     }
+    // A record longer than what is left of the file is refused before its buffer is allocated.
+    let left = file
+        .metadata()
+        .map_err(|e| Error::io(path, e))?
+        .len()
+        .saturating_sub(file.stream_position().map_err(|e| Error::io(path, e))?);
+    if len as u64 > left {
+        return Err(Error::parse(path, format!("truncated DCD: {what} announces {len} bytes, {left} are left")));
+    }
     let mut payload = vec![0u8; len as usize];
     file.read_exact(&mut payload).map_err(|_| Error::parse(path, format!("truncated DCD: {what} is incomplete")))?;
     file.read_exact(&mut n).map_err(|_| Error::parse(path, format!("truncated DCD: {what} is incomplete")))?;
@@ -195,6 +204,27 @@ pub fn read_dcd_header(path: &Path) -> Result<DcdHeader> {
 pub fn read_dcd(path: &Path) -> Result<(DcdHeader, Vec<Vec<f64>>)> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let header = read_header(&mut file, path)?;
+    // Three records of 4 bytes per atom plus two 4-byte markers each, per frame: a frame count the
+    // file cannot hold is refused before anything is allocated for it.
+    let frame_bytes = 3 * (4 * header.n_atoms as u64 + 8);
+    let left = file
+        .metadata()
+        .map_err(|e| Error::io(path, e))?
+        .len()
+        .saturating_sub(file.stream_position().map_err(|e| Error::io(path, e))?);
+    if header.frames as u64 * frame_bytes > left {
+        return Err(Error::parse(
+            path,
+            format!(
+                "truncated trajectory: the header announces {} frames of {} atoms but the file holds {} whole \
+                 frames (frame {} is incomplete)",
+                header.frames,
+                header.n_atoms,
+                left / frame_bytes,
+                left / frame_bytes
+            ),
+        ));
+    }
     let mut frames = Vec::with_capacity(header.frames as usize);
     for f in 0..header.frames {
         let mut positions = vec![0.0; 3 * header.n_atoms];
@@ -249,6 +279,12 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() - 7]).expect("write");
         let m = read_dcd(&path).expect_err("torn").to_string();
         assert!(m.contains("truncated trajectory") && m.contains("frame 2"), "{m}");
+        // A header announcing far more frames than the file holds is refused before allocating.
+        let mut huge = bytes.clone();
+        huge[8..12].copy_from_slice(&i32::MAX.to_le_bytes());
+        std::fs::write(&path, &huge).expect("write");
+        let m = read_dcd(&path).expect_err("huge").to_string();
+        assert!(m.contains("2147483647 frames") && m.contains("holds 3 whole frames"), "{m}");
         assert!(DcdWriter::open_truncated(&path, 3, 1, 10, 0.001).is_err());
     }
 }

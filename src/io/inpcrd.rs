@@ -30,7 +30,11 @@ pub fn parse_inpcrd(text: &str, path: &Path) -> Result<Positions> {
         .and_then(|t| t.parse().ok())
         .filter(|&n| n > 0)
         .ok_or_else(|| Error::parse(path, format!("line 2: expected a positive atom count, got '{count_line}'")))?;
-    let needed = 3 * n_atoms;
+    // Every coordinate takes at least one byte of the file: a count beyond that is refused before
+    // anything is allocated for it.
+    let needed = n_atoms.checked_mul(3).filter(|&n| n <= text.len()).ok_or_else(|| {
+        Error::parse(path, format!("line 2: {n_atoms} atoms cannot fit in a file of {} bytes", text.len()))
+    })?;
     let mut values = Vec::with_capacity(needed);
     for (index, line) in lines.enumerate() {
         let line_number = index + 3;
@@ -80,5 +84,9 @@ mod tests {
         let text = "t\n    1\n   1.0000000   x.0000000   3.0000000\n";
         assert!(parse_inpcrd(text, "a.crd".as_ref()).unwrap_err().to_string().contains("line 3"));
         assert!(parse_inpcrd("t\nabc\n", "a.crd".as_ref()).is_err());
+        // A header count far beyond the file's size is refused before any allocation.
+        let huge = parse_inpcrd("t\n2999999999999\n   1.0\n", "a.crd".as_ref()).unwrap_err().to_string();
+        assert!(huge.contains("cannot fit"), "{huge}");
+        assert!(parse_inpcrd(&format!("t\n{}\n", usize::MAX), "a.crd".as_ref()).is_err());
     }
 }

@@ -321,3 +321,58 @@ fn md_killed_and_resumed_loses_and_repeats_no_frame() {
     );
     assert!(e.contains("atom 40 does not exist"), "{e}");
 }
+
+#[test]
+fn non_finite_energies_are_an_error_by_default_and_printed_when_asked() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // Every atom at the origin: OpenMM returns NaN energies and forces.
+    let zeros = dir.path().join("zeros.npy");
+    cgflow::io::npy::write_npy(&zeros, &[2, 22, 3], &[0.0; 2 * 22 * 3]).expect("npy");
+    let system = aldp("aldp_obc1.xml");
+    let args = ["energy", "--system", path(&system), "--positions", path(&zeros), "--platform", "CPU"];
+    let e = failing(&args, &[]);
+    assert!(
+        e.contains("2 of 2 configurations") && e.contains("configuration 0, 1") && e.contains("--non-finite"),
+        "{e}"
+    );
+    for policy in ["warn", "ignore"] {
+        let mut with: Vec<&str> = args.to_vec();
+        with.extend(["--non-finite", policy, "--json"]);
+        let out = cgflow(&with, &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        // JSON has no NaN: the energies are null.
+        assert!(v["configurations"][1]["energy_kj_per_mol"].is_null(), "{v}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr).contains("warning: 2 of 2"), policy == "warn");
+    }
+}
+
+#[test]
+fn a_crd_whose_header_claims_trillions_of_atoms_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let crd = dir.path().join("huge.crd");
+    std::fs::write(&crd, "title\n2999999999999\n   1.0000000   2.0000000   3.0000000\n").expect("write");
+    let system = aldp("aldp_obc1.xml");
+    let e = failing(&["energy", "--system", path(&system), "--positions", path(&crd)], &[]);
+    assert!(e.contains("2999999999999 atoms cannot fit"), "{e}");
+}
+
+#[test]
+fn a_run_folder_left_by_a_run_killed_before_its_first_checkpoint_is_not_overwritten() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("md");
+    std::fs::create_dir_all(&out).expect("dir");
+    std::fs::write(out.join("cv.f32"), [1u8; 64]).expect("write");
+    std::fs::write(out.join("walker_000.dcd"), [1u8; 64]).expect("write");
+    let (system, start) = (aldp("aldp_obc1.xml"), aldp("min_energy.pdb"));
+    let args = ["md", "--system", path(&system), "--positions", path(&start), "--out", path(&out), "--steps", "20"];
+    let e = failing(&args, &[]);
+    assert!(e.contains("cv.f32, walker_000.dcd") && e.contains("remove them"), "{e}");
+    assert_eq!(std::fs::read(out.join("cv.f32")).expect("kept"), vec![1u8; 64]);
+    let mut resume = args.to_vec();
+    resume.push("--resume");
+    assert!(failing(&resume, &[]).contains("no checkpoint"));
+    // A missing file's OS error is named once.
+    let e = failing(&["energy", "--system", path(&dir.path().join("missing.xml")), "--positions", path(&start)], &[]);
+    assert_eq!(e.matches("os error 2").count(), 1, "{e}");
+}

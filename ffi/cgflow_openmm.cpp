@@ -468,16 +468,19 @@ extern "C" int32_t cgf_system_replicate(const cgf_system* system, int32_t copies
 
 extern "C" int32_t cgf_system_add_torsion_restraints(const cgf_system* system, const int32_t* atoms,
                                                      const double* k_kj_per_mol_rad2, const double* theta0_rad,
-                                                     int64_t count, cgf_system** out, cgf_error* error) {
+                                                     const double* half_width_rad, int64_t count, cgf_system** out,
+                                                     cgf_error* error) {
     return guarded(error, [&] {
         require(out != nullptr, "null argument");
         *out = nullptr;
         std::lock_guard<std::mutex> lock(setup_mutex);
         std::unique_ptr<OpenMM::System> copy(OpenMM::XmlSerializer::clone<OpenMM::System>(*system->system));
         int n = copy->getNumParticles();
-        auto* force = new OpenMM::CustomTorsionForce("0.5*k*d^2; d=min(dt, 2*pi-dt); dt=abs(theta-theta0); pi=3.141592653589793");
+        auto* force = new OpenMM::CustomTorsionForce(
+            "0.5*k*max(0, d-w)^2; d=min(dt, 2*pi-dt); dt=abs(theta-theta0); pi=3.141592653589793");
         force->addPerTorsionParameter("k");
         force->addPerTorsionParameter("theta0");
+        force->addPerTorsionParameter("w");
         force->setName("TorsionRestraints");
         copy->addForce(force);  // owned by the system from here on, also if a check below throws
         for (int64_t r = 0; r < count; r++) {
@@ -485,9 +488,11 @@ extern "C" int32_t cgf_system_add_torsion_restraints(const cgf_system* system, c
             for (int j = 0; j < 4; j++)
                 require(a[j] >= 0 && a[j] < n, "restraint " + std::to_string(r) + ": particle " + std::to_string(a[j]) +
                                                    " does not exist (the system has " + std::to_string(n) + ")");
-            require(std::isfinite(k_kj_per_mol_rad2[r]) && k_kj_per_mol_rad2[r] >= 0 && std::isfinite(theta0_rad[r]),
-                    "restraint " + std::to_string(r) + ": force constant must be >= 0 and the centre finite");
-            force->addTorsion(a[0], a[1], a[2], a[3], {k_kj_per_mol_rad2[r], theta0_rad[r]});
+            require(std::isfinite(k_kj_per_mol_rad2[r]) && k_kj_per_mol_rad2[r] >= 0 && std::isfinite(theta0_rad[r]) &&
+                        std::isfinite(half_width_rad[r]) && half_width_rad[r] >= 0,
+                    "restraint " + std::to_string(r) +
+                        ": force constant and flat-bottom half-width must be >= 0 and the centre finite");
+            force->addTorsion(a[0], a[1], a[2], a[3], {k_kj_per_mol_rad2[r], theta0_rad[r], half_width_rad[r]});
         }
         *out = new cgf_system{std::move(copy)};
     });

@@ -116,14 +116,16 @@ int32_t cgf_system_replicate(const cgf_system* system, int32_t copies, double cu
                              double* energy_offset_kj_per_mol, cgf_error* error);
 
 /**
- * A copy of `system` with one more force: harmonic restraints on dihedral angles,
- * E = 0.5 k d^2 with d the periodic difference theta - theta0 wrapped to [-pi, pi]
- * (an OpenMM CustomTorsionForce). `atoms` holds 4 x count particle indices, `k_kj_per_mol_rad2`
- * and `theta0_rad` one value per restraint. Used for umbrella sampling, one centre per walker.
+ * A copy of `system` with one more force: flat-bottomed harmonic restraints on dihedral angles,
+ * E = 0.5 k max(0, d - w)^2 with d the periodic distance |theta - theta0| wrapped to [0, pi] and
+ * w the half-width of the flat bottom (0: plain harmonic) (an OpenMM CustomTorsionForce). `atoms`
+ * holds 4 x count particle indices, `k_kj_per_mol_rad2`, `theta0_rad` and `half_width_rad` one value
+ * per restraint. Used for umbrella sampling, one centre per walker.
  */
 int32_t cgf_system_add_torsion_restraints(const cgf_system* system, const int32_t* atoms,
-                                          const double* k_kj_per_mol_rad2, const double* theta0_rad, int64_t count,
-                                          cgf_system** out, cgf_error* error);
+                                          const double* k_kj_per_mol_rad2, const double* theta0_rad,
+                                          const double* half_width_rad, int64_t count, cgf_system** out,
+                                          cgf_error* error);
 
 /* ---- contexts ------------------------------------------------------------------------------- */
 

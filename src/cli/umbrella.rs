@@ -35,6 +35,11 @@ pub struct UmbrellaArgs {
     /// Restraint force constant on phi and on psi, kJ/mol/rad^2.
     #[arg(long, default_value_t = 100.0)]
     k: f64,
+    /// Force constant of the walls that keep both peptide bonds trans (flat-bottomed restraints on
+    /// omega, zero within 90 degrees of trans), kJ/mol/rad^2; 0 turns them off. The reference is
+    /// then the all-trans ensemble, the one unbiased MD samples.
+    #[arg(long, default_value_t = 1000.0)]
+    trans_wall_k: f64,
     /// Production steps per window (1 fs each); the first half of them fills half 1 of the
     /// histograms, the second half half 2.
     #[arg(long, default_value_t = 100_000)]
@@ -75,7 +80,7 @@ const TEMPERATURE_K: f64 = 300.0;
 fn settings(args: &UmbrellaArgs, system_xml: &str) -> serde_json::Value {
     serde_json::json!({
         "system_fingerprint": cgflow::io::fingerprint(system_xml),
-        "windows": args.windows, "k_kj_per_mol_rad2": args.k,
+        "windows": args.windows, "k_kj_per_mol_rad2": args.k, "trans_wall_k_kj_per_mol_rad2": args.trans_wall_k,
         "equilibrate": args.equilibrate, "record_every": args.record_every,
         "platform": args.platform, "seed": args.seed, "temperature_k": TEMPERATURE_K,
     })
@@ -88,6 +93,9 @@ fn samples_description(args: &UmbrellaArgs, plan: &UmbrellaPlan, system_xml: &st
         "kind": "umbrella", "system_fingerprint": cgflow::io::fingerprint(system_xml),
         "walkers": plan.windows(), "cvs": [aldp::PHI_ATOMS, aldp::PSI_ATOMS],
         "k_kj_per_mol_rad2": plan.k_kj_per_mol_rad2, "centres_rad": centres,
+        "trans_walls": {"k_kj_per_mol_rad2": plan.trans_wall_k_kj_per_mol_rad2, "atoms": cgflow::coords::aldp::OMEGA_ATOMS,
+            "flat_half_width_rad": cgflow::md::umbrella::TRANS_WALL_HALF_WIDTH_RAD,
+            "note": "common to every window and zero on trans structures: they cancel in MBAR"},
         "temperature_k": TEMPERATURE_K, "equilibrate_steps": args.equilibrate,
         "steps_per_frame": args.record_every, "frames": records, "seed": args.seed,
         "layout": "float32 little-endian [frame][window][cv], radians",
@@ -109,7 +117,12 @@ pub fn run(args: UmbrellaArgs) -> Result<()> {
             system.num_particles()
         );
     }
-    let plan = UmbrellaPlan { windows_per_dim: args.windows, k_kj_per_mol_rad2: args.k, bins: args.bins };
+    let plan = UmbrellaPlan {
+        windows_per_dim: args.windows,
+        k_kj_per_mol_rad2: args.k,
+        bins: args.bins,
+        trans_wall_k_kj_per_mol_rad2: args.trans_wall_k,
+    };
     plan.validate()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let checkpoint_path = args.out.join(CHECKPOINT_FILE);

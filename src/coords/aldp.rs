@@ -58,6 +58,10 @@ pub const PHI_ATOMS: [usize; 4] = [4, 6, 8, 14];
 /// Atoms of psi = dihedral(N, CA, C, N).
 pub const PSI_ATOMS: [usize; 4] = [6, 8, 14, 16];
 
+/// Atoms of the two peptide-bond dihedrals omega (CH3-C-N-CA of ACE-ALA, CA-C-N-CH3 of ALA-NME);
+/// trans at +-pi.
+pub const OMEGA_ATOMS: [[usize; 4]; 2] = [[1, 4, 6, 8], [8, 14, 16, 18]];
+
 /// Names of the (phi, psi) basins of [`basin_of`].
 pub const BASIN_NAMES: [&str; 3] = ["beta_PII", "alpha_R", "phi_positive"];
 

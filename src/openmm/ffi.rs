@@ -250,21 +250,28 @@ impl SystemHandle {
         }
     }
 
-    /// A copy with harmonic dihedral restraints added (`atoms`: 4 per restraint).
-    pub fn with_torsion_restraints(&self, atoms: &[i32], k: &[f64], theta0: &[f64]) -> Result<SystemHandle> {
+    /// A copy with flat-bottomed harmonic dihedral restraints added (`atoms`: 4 per restraint).
+    pub fn with_torsion_restraints(
+        &self,
+        atoms: &[i32],
+        k: &[f64],
+        theta0: &[f64],
+        half_width: &[f64],
+    ) -> Result<SystemHandle> {
         let count = k.len();
-        if atoms.len() != 4 * count || theta0.len() != count {
-            return Err(Error::invalid("restraints: 4 atoms, one force constant and one centre each"));
+        if atoms.len() != 4 * count || theta0.len() != count || half_width.len() != count {
+            return Err(Error::invalid("restraints: 4 atoms, one force constant, centre and half-width each"));
         }
         let mut out = ptr::null_mut();
         let mut error = new_error();
-        // SAFETY: (1), (2), (3): atoms holds 4 x count values, k and theta0 count values each.
+        // SAFETY: (1), (2), (3): atoms holds 4 x count values, k, theta0 and half_width count values each.
         let status = unsafe {
             raw::cgf_system_add_torsion_restraints(
                 self.ptr,
                 atoms.as_ptr(),
                 k.as_ptr(),
                 theta0.as_ptr(),
+                half_width.as_ptr(),
                 count as i64,
                 &mut out,
                 &mut error,

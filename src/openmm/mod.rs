@@ -193,8 +193,9 @@ impl System {
         self.handle.bonds()
     }
 
-    /// A copy of this System with harmonic restraints on dihedral angles (an OpenMM
-    /// CustomTorsionForce, E = k/2 d^2 with d the periodic difference from the centre).
+    /// A copy of this System with flat-bottomed harmonic restraints on dihedral angles (an OpenMM
+    /// CustomTorsionForce, E = k/2 max(0, d - w)^2 with d the periodic distance from the centre and
+    /// w the half-width of the flat bottom).
     pub fn with_torsion_restraints(&self, restraints: &[TorsionRestraint]) -> Result<System> {
         let atoms: Vec<i32> = restraints
             .iter()
@@ -203,7 +204,8 @@ impl System {
             .collect::<Result<_>>()?;
         let k: Vec<f64> = restraints.iter().map(|r| r.k_kj_per_mol_rad2).collect();
         let centre: Vec<f64> = restraints.iter().map(|r| r.centre_rad).collect();
-        Ok(System { handle: Arc::new(self.handle.with_torsion_restraints(&atoms, &k, &centre)?) })
+        let width: Vec<f64> = restraints.iter().map(|r| r.flat_half_width_rad).collect();
+        Ok(System { handle: Arc::new(self.handle.with_torsion_restraints(&atoms, &k, &centre, &width)?) })
     }
 
     /// A System of `copies` non-interacting copies of this one for batched evaluation (the copy
@@ -221,7 +223,7 @@ impl System {
     }
 }
 
-/// A harmonic restraint on one dihedral angle.
+/// A (flat-bottomed) harmonic restraint on one dihedral angle: `E = k/2 max(0, d - w)^2`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TorsionRestraint {
     /// The four particles of the dihedral.
@@ -230,6 +232,15 @@ pub struct TorsionRestraint {
     pub k_kj_per_mol_rad2: f64,
     /// Centre in radians.
     pub centre_rad: f64,
+    /// Half-width `w` of the flat bottom in radians (0: a plain harmonic restraint).
+    pub flat_half_width_rad: f64,
+}
+
+impl TorsionRestraint {
+    /// A plain harmonic restraint.
+    pub fn harmonic(atoms: [usize; 4], k_kj_per_mol_rad2: f64, centre_rad: f64) -> TorsionRestraint {
+        TorsionRestraint { atoms, k_kj_per_mol_rad2, centre_rad, flat_half_width_rad: 0.0 }
+    }
 }
 
 /// An OpenMM platform by name, with platform properties (for example `Threads` on CPU,

@@ -93,6 +93,8 @@ fn compare_on_a_tiny_run_matches_hand_computed_divergences() {
         path(&md),
         "--groups",
         "1,2",
+        "--smooth-reference",
+        "0",
         "--empty-bins",
         "pseudo-mass:0.5,smooth:0:0.1",
         "--milestones",

@@ -1,0 +1,191 @@
+//! Seeded mutation smoke run of every file reader: for each, a few thousand mutations of a valid
+//! file (flipped bytes, inserted huge or non-finite numbers, deleted, doubled and cut spans) must
+//! give `Ok` or `Err`, never a panic, and allocate no more than the file justifies. A separate test
+//! target, because it installs a global allocator that counts the bytes each case allocates. The long coverage-guided runs are in `fuzz/` (see its README).
+
+use std::alloc::System;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+
+#[global_allocator]
+static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// One reader at a time: the allocation counts are global.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const CASES: usize = 2000;
+
+/// Tokens that break parsers: huge counts, negative and non-finite numbers, structure keywords.
+const TOKENS: [&[u8]; 14] = [
+    b"2999999999999",
+    b"18446744073709551615",
+    b"-1",
+    b"0",
+    b"NaN",
+    b"inf",
+    b"1e308",
+    b"-1e308",
+    b"\n",
+    b"MODEL",
+    b"ENDMDL",
+    b"{",
+    b"\"shape\": (4294967295, 22, 3)",
+    b"\xff\xff\xff\x7f",
+];
+
+/// 1 to 3 random mutations of `seed`.
+fn mutate(seed: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let mut bytes = seed.to_vec();
+    for _ in 0..rng.gen_range(1..=3) {
+        let at = rng.gen_range(0..=bytes.len());
+        match rng.gen_range(0..6) {
+            0 => {
+                for _ in 0..rng.gen_range(1..=8) {
+                    if !bytes.is_empty() {
+                        let i = rng.gen_range(0..bytes.len());
+                        bytes[i] = rng.gen();
+                    }
+                }
+            }
+            1 => {
+                let token = TOKENS[rng.gen_range(0..TOKENS.len())];
+                bytes.splice(at..at, token.iter().copied());
+            }
+            2 => {
+                let end = (at + rng.gen_range(1..64)).min(bytes.len());
+                bytes.drain(at..end);
+            }
+            3 => bytes.truncate(at),
+            4 => {
+                let end = (at + rng.gen_range(1..256)).min(bytes.len());
+                let span = bytes[at..end].to_vec();
+                bytes.splice(at..at, span);
+            }
+            _ => {
+                // A number overwritten by a huge one, where the text has digits.
+                if let Some(i) = (at..bytes.len()).find(|&i| bytes[i].is_ascii_digit()) {
+                    let token = TOKENS[rng.gen_range(0..2)];
+                    bytes.splice(i..(i + 1).min(bytes.len()), token.iter().copied());
+                }
+            }
+        }
+    }
+    bytes
+}
+
+/// Runs `read` on `CASES` mutations of `seed`: no panic, and no more than `16 x input + 8 MiB`
+/// allocated in all (room for parsed values, a reader's fixed buffers and the error message).
+fn fuzz(name: &str, seed: &[u8], rng_seed: u64, read: impl Fn(&[u8]) -> bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
+    assert!(read(seed), "{name}: the unmutated seed must be read");
+    let (mut ok, mut err) = (0, 0);
+    for case in 0..CASES {
+        let input = mutate(seed, &mut rng);
+        let region = Region::new(ALLOCATOR);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&input)));
+        let change = region.change();
+        let largest = change.bytes_allocated + change.bytes_reallocated.max(0) as usize;
+        let excerpt = String::from_utf8_lossy(&input[..input.len().min(300)]).into_owned();
+        match result {
+            Ok(true) => ok += 1,
+            Ok(false) => err += 1,
+            Err(_) => panic!("{name}: case {case} panicked on input starting {excerpt:?}"),
+        }
+        let bound = 16 * input.len() + (8 << 20);
+        assert!(
+            largest <= bound,
+            "{name}: case {case} allocated {largest} bytes for {} input bytes: {excerpt:?}",
+            input.len()
+        );
+    }
+    eprintln!("{name}: {CASES} mutations, {ok} read, {err} refused");
+}
+
+fn data(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/alanine_dipeptide").join(name)).expect("seed file")
+}
+
+fn as_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn text_position_readers_survive_mutations() {
+    let p = Path::new("fuzz");
+    fuzz("pdb", &data("min_energy.pdb"), 1, |b| {
+        cgflow::io::pdb::parse_pdb(&as_text(b), p).and_then(|m| cgflow::io::pdb::positions_from_models(&m)).is_ok()
+    });
+    fuzz("xyz", &data("position_min_energy_nm.xyz"), 2, |b| cgflow::io::xyz::parse_xyz(&as_text(b), None, p).is_ok());
+    fuzz("crd", &data("alanine-dipeptide.crd"), 3, |b| cgflow::io::inpcrd::parse_inpcrd(&as_text(b), p).is_ok());
+    let cg = b"# phi psi (degrees)\n-150 155\n-70, 140\n60 45\n";
+    fuzz("cg points", cg, 4, |b| {
+        cgflow::io::cg_points::parse_cg_text(&as_text(b), 2, cgflow::units::AngleUnit::Degrees, p).is_ok()
+    });
+}
+
+#[test]
+fn binary_readers_survive_mutations() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = Path::new("fuzz");
+    let values: Vec<f64> = (0..2 * 22 * 3).map(|i| 0.01 * i as f64).collect();
+    let npy = cgflow::io::npy::format_npy(&[2, 22, 3], &values).expect("npy");
+    fuzz("npy", &npy, 5, |b| cgflow::io::npy::parse_npy(b, p).and_then(|a| a.into_positions()).is_ok());
+
+    let dcd_path = dir.path().join("seed.dcd");
+    let mut writer = cgflow::io::dcd::DcdWriter::create(&dcd_path, 22, 10, 0.001).expect("dcd");
+    for f in 0..3 {
+        writer.append(&values[..66].iter().map(|v| v + f as f64).collect::<Vec<_>>()).expect("frame");
+    }
+    drop(writer);
+    let dcd = std::fs::read(&dcd_path).expect("dcd bytes");
+    let case = dir.path().join("case.dcd");
+    fuzz("dcd", &dcd, 6, |b| {
+        std::fs::write(&case, b).expect("write");
+        cgflow::io::dcd::read_dcd(&case).is_ok()
+    });
+
+    let ckpt_path = dir.path().join("seed.ckpt");
+    let checkpoint = cgflow::io::checkpoint::Checkpoint {
+        meta: serde_json::json!({"steps_done": 10, "settings": {"walkers": 4}}),
+        sections: vec![("openmm".into(), vec![7u8; 300]), ("half1".into(), cgflow::io::checkpoint::f64_bytes(&values))],
+    };
+    cgflow::io::checkpoint::write_checkpoint(&ckpt_path, &checkpoint).expect("checkpoint");
+    let ckpt = std::fs::read(&ckpt_path).expect("ckpt bytes");
+    let case = dir.path().join("case.ckpt");
+    fuzz("md checkpoint", &ckpt, 7, |b| {
+        std::fs::write(&case, b).expect("write");
+        cgflow::io::checkpoint::read_checkpoint(&case).is_ok()
+    });
+}
+
+#[test]
+fn run_folders_survive_mutations() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).expect("dir");
+    let description = serde_json::to_vec_pretty(&serde_json::json!({
+        "kind": "umbrella", "walkers": 4, "cvs": [[4, 6, 8, 14], [6, 8, 14, 16]], "frames": 5,
+        "steps_per_frame": 10, "k_kj_per_mol_rad2": 100.0, "temperature_k": 300.0,
+        "centres_rad": [[-1.0, 1.0], [1.0, -1.0], [0.0, 0.0], [2.0, 2.0]], "system_fingerprint": "0"}))
+    .expect("json");
+    let values: Vec<u8> = (0..5 * 4 * 2).flat_map(|i| (0.1 * i as f32 - 2.0).to_le_bytes()).collect();
+    std::fs::write(run.join("cv.f32"), &values).expect("values");
+    fuzz("cv.json", &description, 8, |b| {
+        std::fs::write(run.join("cv.json"), b).expect("write");
+        cgflow::io::cv_run::CvRun::read(&run).is_ok()
+    });
+    std::fs::write(run.join("cv.json"), &description).expect("write");
+    fuzz("cv.f32", &values, 9, |b| {
+        std::fs::write(run.join("cv.f32"), b).expect("write");
+        cgflow::io::cv_run::CvRun::read(&run).is_ok()
+    });
+    let settings = serde_json::to_vec_pretty(&cgflow::al::aldp::AldpAlConfig::fast()).expect("settings");
+    fuzz("al settings", &settings, 10, |b| {
+        serde_json::from_slice::<cgflow::al::aldp::AldpAlConfig>(b).is_ok_and(|c| c.validate().is_ok())
+    });
+}

@@ -1,7 +1,11 @@
 //! Seeded mutation smoke run of every file reader: for each, a few thousand mutations of a valid
 //! file (flipped bytes, inserted huge or non-finite numbers, deleted, doubled and cut spans) must
 //! give `Ok` or `Err`, never a panic, and allocate no more than the file justifies. A separate test
-//! target, because it installs a global allocator that counts the bytes each case allocates. The long coverage-guided runs are in `fuzz/` (see its README).
+//! target, because it installs a global allocator that counts the bytes each case allocates.
+//!
+//! Longer runs: `CGFLOW_FUZZ_SECONDS=600 cargo test --release --test fuzz_smoke -- --nocapture
+//! --test-threads 1` mutates each reader's seed for that many seconds instead (with fresh seeds:
+//! `CGFLOW_FUZZ_SEED`).
 
 use std::alloc::System;
 use std::path::Path;
@@ -17,7 +21,16 @@ static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 /// One reader at a time: the allocation counts are global.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Mutations per reader in the smoke run.
 const CASES: usize = 2000;
+
+/// How long to run each reader: `CASES` mutations, or `CGFLOW_FUZZ_SECONDS` seconds.
+fn budget() -> (usize, Option<std::time::Duration>) {
+    match std::env::var("CGFLOW_FUZZ_SECONDS").ok().and_then(|s| s.parse::<f64>().ok()) {
+        Some(s) if s > 0.0 => (usize::MAX, Some(std::time::Duration::from_secs_f64(s))),
+        _ => (CASES, None),
+    }
+}
 
 /// Tokens that break parsers: huge counts, negative and non-finite numbers, structure keywords.
 const TOKENS: [&[u8]; 14] = [
@@ -81,10 +94,16 @@ fn mutate(seed: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
 /// allocated in all (room for parsed values, a reader's fixed buffers and the error message).
 fn fuzz(name: &str, seed: &[u8], rng_seed: u64, read: impl Fn(&[u8]) -> bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
+    let extra: u64 = std::env::var("CGFLOW_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut rng = ChaCha8Rng::seed_from_u64(rng_seed ^ (extra << 32));
     assert!(read(seed), "{name}: the unmutated seed must be read");
+    let (cases, duration) = budget();
+    let started = std::time::Instant::now();
     let (mut ok, mut err) = (0, 0);
-    for case in 0..CASES {
+    for case in 0..cases {
+        if duration.is_some_and(|d| started.elapsed() > d) {
+            break;
+        }
         let input = mutate(seed, &mut rng);
         let region = Region::new(ALLOCATOR);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&input)));
@@ -103,7 +122,7 @@ fn fuzz(name: &str, seed: &[u8], rng_seed: u64, read: impl Fn(&[u8]) -> bool) {
             input.len()
         );
     }
-    eprintln!("{name}: {CASES} mutations, {ok} read, {err} refused");
+    eprintln!("{name}: {} mutations in {:.1} s, {ok} read, {err} refused", ok + err, started.elapsed().as_secs_f64());
 }
 
 fn data(name: &str) -> Vec<u8> {

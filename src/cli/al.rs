@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use cgflow::al::aldp::{AlEvent, AlMode, AldpAl, AldpAlConfig, AldpAlState, AldpIteration};
 use cgflow::io::al_checkpoint::{has_al_state, load_al_state, save_al_state};
-use cgflow::io::molecule_model::{save_molecule_model, MoleculeModelInfo};
+use cgflow::io::molecule_model::{save_model_system, save_molecule_model, MoleculeModelInfo};
 use cgflow::openmm::{Platform, System};
 use clap::{Args, ValueEnum};
 
@@ -162,6 +162,7 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
             serde_json::json!({ "made_by": format!("cgflow {:?}", mode), "run": out, "evaluations": state.costs.total() }),
         );
         save_molecule_model(&out.join("model"), &state.flow, &info)?;
+        save_model_system(&out.join("model"), &system)?;
         finish(&out, &state)?;
     } else {
         println!("stopped after {done_here} iterations; continue with --resume --out {}", out.display());

@@ -13,14 +13,15 @@ use cgflow::energy::{OpenMmEnergy, OpenMmEnergyConfig};
 use cgflow::flow::molecular::ConditionalMolecularTarget;
 use cgflow::io::cg_points::read_cg_points;
 use cgflow::io::dcd::DcdWriter;
-use cgflow::io::molecule_model::load_molecule_model;
+use cgflow::io::molecule_model::{load_molecule_model, SYSTEM_FILE};
 use cgflow::openmm::{Platform, System};
 use cgflow::units::AngleUnit;
 
 /// Arguments of `cgflow backmap`.
 #[derive(Debug, Args)]
 pub struct BackmapArgs {
-    /// Model folder written by `save_molecule_model` (flow.json, weights.safetensors, molecule.json).
+    /// Model folder written by `save_molecule_model` (flow.json, weights.safetensors, molecule.json,
+    /// and system.xml in models saved since they carry their System).
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
 
@@ -44,8 +45,9 @@ pub struct BackmapArgs {
     out: PathBuf,
 
     /// Serialized OpenMM System; must be the one the model was trained on (checked by fingerprint).
-    #[arg(long, value_name = "XML", default_value = "data/alanine_dipeptide/aldp_obc1.xml")]
-    system: PathBuf,
+    /// Default: the `system.xml` the model carries.
+    #[arg(long, value_name = "XML")]
+    system: Option<PathBuf>,
 
     /// PDB whose atom names and residues label the output PDB (its coordinates are ignored).
     #[arg(long, value_name = "PDB", default_value = "data/alanine_dipeptide/aldp.pdb")]
@@ -101,8 +103,22 @@ pub fn run(args: BackmapArgs) -> Result<()> {
     }
     let (flow, info) = load_molecule_model(&args.model, &Device::Cpu)
         .with_context(|| format!("loading the model {}", args.model.display()))?;
-    let system = System::from_xml_file(&args.system)?;
-    info.check_system(&system).with_context(|| format!("--system {}", args.system.display()))?;
+    let system_path = match &args.system {
+        Some(path) => path.clone(),
+        None => {
+            let carried = args.model.join(SYSTEM_FILE);
+            if !carried.exists() {
+                bail!(
+                    "the model {} carries no {SYSTEM_FILE} (it was saved before models carried their System): give the \
+                     System it was trained on with --system",
+                    args.model.display()
+                );
+            }
+            carried
+        }
+    };
+    let system = System::from_xml_file(&system_path)?;
+    info.check_system(&system).with_context(|| format!("--system {}", system_path.display()))?;
     let molecule = info.molecule()?;
     let unit = if args.degrees { AngleUnit::Degrees } else { AngleUnit::Radians };
     let cg_dims = molecule.cg_dims();

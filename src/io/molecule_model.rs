@@ -260,6 +260,17 @@ pub fn save_molecule_model(dir: &Path, flow: &Flow, info: &MoleculeModelInfo) ->
     Ok(())
 }
 
+/// The System a model carries beside its flow, so that it can be used away from the files it was
+/// trained with.
+pub const SYSTEM_FILE: &str = "system.xml";
+
+/// Stores `system` in the model folder `dir` as [`SYSTEM_FILE`] (atomically), after checking that
+/// it is the System the model's `molecule.json` names.
+pub fn save_model_system(dir: &Path, system: &crate::openmm::System) -> Result<()> {
+    read_molecule_info(dir)?.check_system(system)?;
+    crate::io::write_atomically(&dir.join(SYSTEM_FILE), system.to_xml()?.as_bytes())
+}
+
 /// Reads and checks `molecule.json` of the model folder `dir` (without loading the flow).
 pub fn read_molecule_info(dir: &Path) -> Result<MoleculeModelInfo> {
     let metadata = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;

@@ -14,7 +14,7 @@ use cgflow::flow::molecular::{ConditionalMolecularTarget, ConditionalMolecule};
 use cgflow::flow::optim::{Adam, AdamConfig};
 use cgflow::flow::train::{ml_loss, TargetEnergy};
 use cgflow::flow::{CouplingKind, Flow, FlowSpec, Precision};
-use cgflow::io::molecule_model::{load_molecule_model, save_molecule_model, MoleculeModelInfo};
+use cgflow::io::molecule_model::{load_molecule_model, save_model_system, save_molecule_model, MoleculeModelInfo};
 use cgflow::md::{WalkerConfig, Walkers};
 use cgflow::openmm::{Platform, System};
 use rand::seq::SliceRandom;
@@ -90,6 +90,7 @@ fn trained() -> &'static Trained {
             .expect("info")
             .with_provenance(serde_json::json!({"test": "backmap", "frames": n}));
         save_molecule_model(&dir, &flow, &info).expect("save");
+        save_model_system(&dir, &system()).expect("save the System");
         Trained { dir, data_cg: cg }
     })
 }
@@ -515,6 +516,28 @@ fn cli_rejects_bad_cg_files_other_systems_other_architectures_and_missing_files(
     assert!(m.contains("does not fit the molecule") && m.contains("6 dims"), "{m}");
     let m = fail(backmap_args(&dir.path().join("nowhere"), &good));
     assert!(m.contains("nowhere"), "{m}");
+
+    // The model carries its System: backmapping works from any working directory without
+    // --system; a model without system.xml names the flag, and save_model_system refuses a
+    // System the model was not trained on.
+    let elsewhere = tempfile::tempdir().expect("tmp");
+    let out_npy = dir.path().join("elsewhere.npy");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_cgflow"))
+        .current_dir(elsewhere.path())
+        .args(["backmap", "--model", s(&t.dir), "--cg", s(&good), "--n", "2", "--out", s(&out_npy)])
+        .output()
+        .expect("run cgflow");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(cgflow::io::npy::read_npy(&out_npy).expect("npy").shape, vec![2, 22, 3]);
+    let bare = dir.path().join("bare");
+    std::fs::create_dir_all(&bare).expect("dir");
+    for f in ["flow.json", "weights.safetensors", "molecule.json"] {
+        std::fs::copy(t.dir.join(f), bare.join(f)).expect("copy");
+    }
+    let m = fail(backmap_args(&bare, &good));
+    assert!(m.contains("carries no system.xml") && m.contains("--system"), "{m}");
+    let vacuum = System::from_xml_file(&aldp_file("aldp_vacuum.xml")).expect("vacuum");
+    assert!(save_model_system(&bare, &vacuum).unwrap_err().to_string().contains("another system"));
 
     let mut args = backmap_args(&t.dir, &good);
     args[8] = s(&dir.path().join("out.xyz")).into();

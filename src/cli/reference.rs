@@ -263,7 +263,7 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
     cgflow::io::npy::write_npy(&args.out.join("half2_probabilities.npy"), &[b, b], &p2)?;
     let (f1, f2) = (free_energy_from_probabilities(&p1), free_energy_from_probabilities(&p2));
     let difference: Vec<f64> = f1.iter().zip(&f2).map(|(a, c)| a - c).collect();
-    crate::cli::umbrella::pmf_png(
+    pmf_png(
         &args.out.join("reference_pmf.png"),
         &free_energy,
         b,
@@ -271,14 +271,7 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
         "F / kT",
         false,
     )?;
-    crate::cli::umbrella::pmf_png(
-        &args.out.join("halves_difference.png"),
-        &difference,
-        b,
-        "PMF half 1 - half 2 (MBAR)",
-        "dF / kT",
-        true,
-    )?;
+    pmf_png(&args.out.join("halves_difference.png"), &difference, b, "PMF half 1 - half 2 (MBAR)", "dF / kT", true)?;
 
     let mut report = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
@@ -374,4 +367,22 @@ fn export_samples(source: &Path, dir: &Path, stride: usize, system_xml: &str, sy
     )?;
     eprintln!("exported {} of {} records of {} windows to {}", kept.len(), run.frames, run.walkers, dir.display());
     Ok(())
+}
+
+/// A (phi, psi) heat map of values on the bins x bins grid, in degrees.
+fn pmf_png(path: &Path, values: &[f64], bins: usize, title: &str, label: &str, diverging: bool) -> Result<()> {
+    let map = cgflow::io::plot::HeatMap {
+        values,
+        nx: bins,
+        ny: bins,
+        x_range: (-180.0, 180.0),
+        y_range: (-180.0, 180.0),
+        x_label: "phi / degree",
+        y_label: "psi / degree",
+        title,
+        colorbar_label: label,
+        clip_max: Some(if diverging { 2.0 } else { 15.0 }),
+        diverging,
+    };
+    Ok(cgflow::io::plot::heat_map_png(path, &map)?)
 }

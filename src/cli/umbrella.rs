@@ -248,21 +248,3 @@ fn analyse(args: &UmbrellaArgs) -> Result<()> {
         args.bins,
     ))
 }
-
-/// A (phi, psi) heat map of values on the bins x bins grid, in degrees.
-pub fn pmf_png(path: &Path, values: &[f64], bins: usize, title: &str, label: &str, diverging: bool) -> Result<()> {
-    let map = cgflow::io::plot::HeatMap {
-        values,
-        nx: bins,
-        ny: bins,
-        x_range: (-180.0, 180.0),
-        y_range: (-180.0, 180.0),
-        x_label: "phi / degree",
-        y_label: "psi / degree",
-        title,
-        colorbar_label: label,
-        clip_max: Some(if diverging { 2.0 } else { 15.0 }),
-        diverging,
-    };
-    Ok(cgflow::io::plot::heat_map_png(path, &map)?)
-}

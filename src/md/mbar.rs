@@ -127,8 +127,9 @@ fn check_states(states: &[BiasedSamples]) -> Result<()> {
     Ok(())
 }
 
-/// The states whose bias at `x` is below the cutoff, with `N_k exp(f_k - b_k(x))`, into `terms`;
-/// returns their sum `D(x)`.
+/// The states whose bias at `x` is below the cutoff, with their shares `N_k exp(f_k - b_k(x)) /
+/// D(x)`, into `terms`; returns `ln D(x)`, or NaN when no state reaches `x`. Computed with the
+/// largest exponent taken out, so that neither the shares nor `ln D` overflow or underflow.
 fn terms_at(
     x: [f64; 2],
     states: &[BiasedSamples],
@@ -137,16 +138,27 @@ fn terms_at(
     terms: &mut Vec<(usize, f64)>,
 ) -> f64 {
     terms.clear();
-    let mut d = 0.0;
+    let mut largest = f64::NEG_INFINITY;
     for (k, s) in states.iter().enumerate() {
         let b = s.bias.at(x);
         if b <= cutoff_kt {
-            let t = (log_n_plus_f[k] - b).exp();
-            terms.push((k, t));
-            d += t;
+            let exponent = log_n_plus_f[k] - b;
+            largest = largest.max(exponent);
+            terms.push((k, exponent));
         }
     }
-    d
+    if terms.is_empty() {
+        return f64::NAN;
+    }
+    let mut sum = 0.0;
+    for (_, t) in terms.iter_mut() {
+        *t = (*t - largest).exp();
+        sum += *t;
+    }
+    for (_, t) in terms.iter_mut() {
+        *t /= sum;
+    }
+    largest + sum.ln()
 }
 
 /// `A(f)`, its gradient, and (when asked) the Hessian over every `stride`-th sample.
@@ -190,25 +202,25 @@ fn pass(states: &[BiasedSamples], f: &[f64], config: &MbarConfig, hessian_stride
             || (Pass::zero(n_states, hessian_stride.is_some()), Vec::new()),
             |(mut out, mut terms), (owner, s)| -> Result<(Pass, Vec<(usize, f64)>)> {
                 for (i, &x) in s.samples.iter().enumerate() {
-                    let d = terms_at(x, states, &log_n_plus_f, config.bias_cutoff_kt, &mut terms);
-                    if !(d.is_finite() && d > 0.0) {
+                    let log_d = terms_at(x, states, &log_n_plus_f, config.bias_cutoff_kt, &mut terms);
+                    if !log_d.is_finite() {
                         return Err(Error::invalid(format!(
-                            "MBAR: sample {x:?} of state {owner} has D(x) = {d} (free energies out of range)"
+                            "MBAR: sample {x:?} of state {owner} has ln D(x) = {log_d}: no state's bias reaches it \
+                             below the cutoff, or the free energies are out of range"
                         )));
                     }
-                    out.objective += d.ln();
-                    for &(k, t) in terms.iter() {
-                        out.gradient[k] += t / d;
+                    out.objective += log_d;
+                    for &(k, w) in terms.iter() {
+                        out.gradient[k] += w;
                     }
                     if let (Some(h), Some(stride)) = (out.hessian.as_mut(), hessian_stride) {
                         // Every state is strided alike, each kept sample standing for `stride`.
                         if i % stride == 0 {
                             let scale = stride as f64;
-                            for &(k, tk) in terms.iter() {
-                                let wk = tk / d;
+                            for &(k, wk) in terms.iter() {
                                 h[k * n_states + k] += scale * wk;
-                                for &(l, tl) in terms.iter() {
-                                    h[k * n_states + l] -= scale * wk * tl / d;
+                                for &(l, wl) in terms.iter() {
+                                    h[k * n_states + l] -= scale * wk * wl;
                                 }
                             }
                         }
@@ -305,16 +317,22 @@ impl MbarSolution {
         check_states(states)?;
         let log_n_plus_f: Vec<f64> =
             states.iter().zip(&self.free_energies_kt).map(|(s, fk)| (s.samples.len() as f64).ln() + fk).collect();
+        // ln W_n = -ln D(x_n), normalised with the largest taken out.
         let mut weights: Vec<Vec<f64>> = states
             .par_iter()
             .map(|s| {
                 let mut terms = Vec::new();
                 s.samples
                     .iter()
-                    .map(|&x| 1.0 / terms_at(x, states, &log_n_plus_f, config.bias_cutoff_kt, &mut terms))
+                    .map(|&x| -terms_at(x, states, &log_n_plus_f, config.bias_cutoff_kt, &mut terms))
                     .collect()
             })
             .collect();
+        let largest = weights.iter().flatten().fold(f64::NEG_INFINITY, |m, v| m.max(*v));
+        if !largest.is_finite() {
+            return Err(Error::invalid(format!("MBAR weights: the largest log-weight is {largest}")));
+        }
+        weights.iter_mut().flatten().for_each(|w| *w = (*w - largest).exp());
         let total: f64 = weights.iter().flatten().sum();
         if !(total.is_finite() && total > 0.0) {
             return Err(Error::invalid(format!("MBAR weights sum to {total}")));

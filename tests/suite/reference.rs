@@ -63,20 +63,19 @@ fn exact_probabilities(bins: usize) -> Vec<f64> {
     p.iter().map(|v| v / total).collect()
 }
 
+/// Restraints of `spring` kT/rad^2 on both angles at the centres of an n x n lattice over the torus.
+fn lattice(n: usize, spring: f64) -> Vec<HarmonicBias2d> {
+    let spacing = 2.0 * PI / n as f64;
+    let at = |i: usize| -PI + (i as f64 + 0.5) * spacing;
+    (0..n * n)
+        .map(|w| HarmonicBias2d { centre_rad: [at(w / n), at(w % n)], spring_kt_per_rad2: [spring, spring] })
+        .collect()
+}
+
 #[test]
 fn mbar_recovers_an_analytic_periodic_pmf_within_its_bootstrap_error_bars() {
     let mut rng = ChaCha8Rng::seed_from_u64(17);
-    let n = 6;
-    let spacing = 2.0 * PI / n as f64;
-    let mut biases: Vec<HarmonicBias2d> = (0..n * n)
-        .map(|w| HarmonicBias2d {
-            centre_rad: [
-                -PI + (w / n) as f64 * spacing + 0.5 * spacing,
-                -PI + (w % n) as f64 * spacing + 0.5 * spacing,
-            ],
-            spring_kt_per_rad2: [6.0, 6.0],
-        })
-        .collect();
+    let mut biases = lattice(6, 6.0);
     // An unbiased state (plain MD) takes part in the same estimate.
     biases.push(HarmonicBias2d::UNBIASED);
     let states: Vec<BiasedSamples> = biases
@@ -126,17 +125,7 @@ fn mbar_with_the_bias_at_bin_centres_is_what_binned_wham_gets_wrong() {
     // differs from the bias at the samples by several kT, and gets the PMF wrong; MBAR, with the
     // bias at each sample, recovers it from the same samples.
     let mut rng = ChaCha8Rng::seed_from_u64(23);
-    let n = 12;
-    let spacing = 2.0 * PI / n as f64;
-    let biases: Vec<HarmonicBias2d> = (0..n * n)
-        .map(|w| HarmonicBias2d {
-            centre_rad: [
-                -PI + (w / n) as f64 * spacing + 0.5 * spacing,
-                -PI + (w % n) as f64 * spacing + 0.5 * spacing,
-            ],
-            spring_kt_per_rad2: [40.0, 40.0],
-        })
-        .collect();
+    let biases = lattice(12, 40.0);
     let states: Vec<BiasedSamples> = biases
         .iter()
         .map(|b| BiasedSamples { bias: *b, samples: (0..1000).map(|_| draw(b, &mut rng)).collect() })

@@ -36,9 +36,9 @@ pub struct ReferenceArgs {
     /// The System the runs were made with (their fingerprints are checked).
     #[arg(long, value_name = "XML", default_value = "data/alanine_dipeptide/aldp_obc1.xml")]
     system: PathBuf,
-    /// Output folder.
-    #[arg(long, value_name = "DIR")]
-    out: PathBuf,
+    /// Output folder (not needed with --export-samples).
+    #[arg(long, value_name = "DIR", required_unless_present = "export_samples")]
+    out: Option<PathBuf>,
     /// Bins per dimension of the output grids.
     #[arg(long, default_value_t = 100)]
     bins: usize,
@@ -181,7 +181,7 @@ impl ReferenceArgs {
             check_md: vec![],
             md_skip_steps: 100_000,
             system: system.to_path_buf(),
-            out: dir.to_path_buf(),
+            out: Some(dir.to_path_buf()),
             bins,
             stride: 1,
             bootstrap: 20,
@@ -207,6 +207,7 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
         };
         return export_samples(source, dir, args.export_stride, &system_xml, &args.system);
     }
+    let out = args.out.as_deref().context("--out is needed")?;
     let started = Instant::now();
     let mut states = Vec::new();
     let mut evaluations = 0.0;
@@ -256,22 +257,22 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
     }
     let b = args.bins;
     let free_energy = free_energy_from_probabilities(&p);
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    cgflow::io::npy::write_npy(&args.out.join("reference_probabilities.npy"), &[b, b], &p)?;
-    cgflow::io::npy::write_npy(&args.out.join("reference_pmf_kt.npy"), &[b, b], &free_energy)?;
-    cgflow::io::npy::write_npy(&args.out.join("half1_probabilities.npy"), &[b, b], &p1)?;
-    cgflow::io::npy::write_npy(&args.out.join("half2_probabilities.npy"), &[b, b], &p2)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    cgflow::io::npy::write_npy(&out.join("reference_probabilities.npy"), &[b, b], &p)?;
+    cgflow::io::npy::write_npy(&out.join("reference_pmf_kt.npy"), &[b, b], &free_energy)?;
+    cgflow::io::npy::write_npy(&out.join("half1_probabilities.npy"), &[b, b], &p1)?;
+    cgflow::io::npy::write_npy(&out.join("half2_probabilities.npy"), &[b, b], &p2)?;
     let (f1, f2) = (free_energy_from_probabilities(&p1), free_energy_from_probabilities(&p2));
     let difference: Vec<f64> = f1.iter().zip(&f2).map(|(a, c)| a - c).collect();
     pmf_png(
-        &args.out.join("reference_pmf.png"),
+        &out.join("reference_pmf.png"),
         &free_energy,
         b,
         "Alanine dipeptide PMF (umbrella sampling + MBAR)",
         "F / kT",
         false,
     )?;
-    pmf_png(&args.out.join("halves_difference.png"), &difference, b, "PMF half 1 - half 2 (MBAR)", "dF / kT", true)?;
+    pmf_png(&out.join("halves_difference.png"), &difference, b, "PMF half 1 - half 2 (MBAR)", "dF / kT", true)?;
 
     let mut report = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
@@ -302,7 +303,7 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
     report["md_check"] = serde_json::json!(checks);
     report["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
     let text = serde_json::to_string_pretty(&report)?;
-    std::fs::write(args.out.join("report.json"), &text).with_context(|| format!("writing {}", args.out.display()))?;
+    std::fs::write(out.join("report.json"), &text).with_context(|| format!("writing {}", out.display()))?;
     println!("{text}");
     Ok(())
 }

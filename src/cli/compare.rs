@@ -17,8 +17,8 @@ use clap::Args;
 use cgflow::energy::toy::MullerBrown;
 use cgflow::md::mc_baseline::{muller_brown_mc_curves, muller_brown_reference, MbMcConfig};
 use cgflow::metrics::cost_curve::{
-    kld_at, log_spaced_frames, md_cost_curve, mean_curve, speedup_at_equal_kld, standard_error_curve, stitch_curves,
-    CostPoint, SpeedupEstimate, WalkerSamples,
+    kld_at, log_spaced_frames, md_cost_curve, mean_curve, resolves, ruler_floor, speedup_at_equal_kld,
+    standard_error_curve, stitch_curves, CostPoint, SpeedupEstimate, WalkerSamples, RESOLUTION_FACTOR,
 };
 use cgflow::metrics::{halves_noise_floor, BinGrid, EmptyBinRule, HalvesNoiseFloor, KlReference};
 
@@ -633,10 +633,6 @@ struct MethodPoint {
     wall_s: Option<f64>,
 }
 
-/// A method point's KLD must be this many times the ruler's floor (the reference's noise floor at
-/// the comparison's resolution plus the rule's own bias) for a speedup to be read at it.
-const RESOLUTION_FACTOR: f64 = 3.0;
-
 /// A speedup as a number and what it is: `=`, at least (`>`), at most (`<`).
 fn speedup_number(s: &SpeedupEstimate) -> (f64, &'static str) {
     match *s {
@@ -688,8 +684,8 @@ fn summary(
         let mut cells = String::new();
         let mut smallest: Option<(f64, &'static str, String)> = None;
         for curves in &baseline.rules {
-            let floor = reference_floor.unwrap_or(0.0) + curves.bias.max(0.0);
-            let resolved = p.point.kld >= RESOLUTION_FACTOR * floor;
+            let floor = ruler_floor(reference_floor, curves.bias);
+            let resolved = resolves(p.point.kld, floor);
             if !resolved {
                 cells.push_str(&format!("{:>20}", "not resolved"));
                 per_rule.push(serde_json::json!({"rule": curves.rule.to_string(), "floor": floor, "resolved": false}));

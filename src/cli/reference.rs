@@ -117,21 +117,6 @@ fn run_states(
     Ok((states, evaluations))
 }
 
-fn halves(states: &[BiasedSamples]) -> [Vec<BiasedSamples>; 2] {
-    let cut = |first: bool| {
-        states
-            .iter()
-            .map(|s| {
-                let mid = s.samples.len() / 2;
-                let part = if first { &s.samples[..mid] } else { &s.samples[mid..] };
-                BiasedSamples { bias: s.bias, samples: part.to_vec() }
-            })
-            .filter(|s| !s.samples.is_empty())
-            .collect()
-    };
-    [cut(true), cut(false)]
-}
-
 fn populations_json(values: &[f64], errors: Option<&[f64]>) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for (i, name) in aldp::BASIN_NAMES.iter().enumerate() {
@@ -144,8 +129,8 @@ fn populations_json(values: &[f64], errors: Option<&[f64]>) -> serde_json::Value
     serde_json::Value::Object(out)
 }
 
-/// Basin populations of independent MD walkers: each walker's fraction of frames per basin, their
-/// mean, and its standard error over walkers (independent walkers are the blocks).
+/// Basin populations of independent MD walkers (mean and standard error over walkers), with the
+/// walkers and evaluations of the run.
 fn md_check(
     dir: &Path,
     system_xml: &str,
@@ -153,23 +138,8 @@ fn md_check(
     skip_steps: u64,
 ) -> Result<(Vec<f64>, Vec<f64>, usize, f64)> {
     let (states, evaluations) = run_states(dir, system_xml, system_path, 1, skip_steps)?;
-    let per_walker: Vec<Vec<f64>> = states
-        .iter()
-        .map(|s| {
-            let mut p = vec![0.0; aldp::BASIN_NAMES.len()];
-            for x in &s.samples {
-                p[aldp::basin_of(*x)] += 1.0 / s.samples.len() as f64;
-            }
-            p
-        })
-        .collect();
-    let n = per_walker.len() as f64;
-    let mean: Vec<f64> =
-        (0..aldp::BASIN_NAMES.len()).map(|i| per_walker.iter().map(|p| p[i]).sum::<f64>() / n).collect();
-    let se: Vec<f64> = (0..aldp::BASIN_NAMES.len())
-        .map(|i| (per_walker.iter().map(|p| (p[i] - mean[i]).powi(2)).sum::<f64>() / (n - 1.0).max(1.0) / n).sqrt())
-        .collect();
-    Ok((mean, se, per_walker.len(), evaluations))
+    let (mean, se) = mbar::series_region_populations(&states, aldp::BASIN_NAMES.len(), aldp::basin_of);
+    Ok((mean, se, states.len(), evaluations))
 }
 
 impl ReferenceArgs {
@@ -244,7 +214,7 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
         args.blocks,
         &mut rng,
     )?;
-    let [first, second] = halves(&states);
+    let [first, second] = mbar::split_halves(&states);
     let (_, p1) = mbar::dihedral_probabilities(&first, args.bins, &config, Some(&solution.free_energies_kt))?;
     let (_, p2) = mbar::dihedral_probabilities(&second, args.bins, &config, Some(&solution.free_energies_kt))?;
     let grid = BinGrid::dihedral(args.bins);
@@ -310,30 +280,8 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
 
 /// Basin populations of binned WHAM on the same samples (the bias at bin centres), for comparison.
 fn wham_populations(states: &[BiasedSamples], bins: usize) -> Result<serde_json::Value> {
-    let axis = cgflow::metrics::histogram::Axis::dihedral(bins)?;
-    let centres = axis.centres();
-    let mut windows = Vec::new();
-    for s in states {
-        let mut counts = vec![0.0; bins * bins];
-        for x in &s.samples {
-            if let (Some(i), Some(j)) = (axis.bin_of(x[0]), axis.bin_of(x[1])) {
-                counts[i * bins + j] += 1.0;
-            }
-        }
-        let k = s.bias.spring_kt_per_rad2;
-        if k[0] != k[1] {
-            bail!("binned WHAM here takes equal springs on both angles");
-        }
-        let bias = cgflow::md::wham::periodic_harmonic_bias_2d_kt(s.bias.centre_rad, k[0], &centres, &centres)?;
-        windows.push(cgflow::md::wham::UmbrellaWindow::new(bias, counts)?);
-    }
-    let wham = cgflow::md::wham::WhamConfig::default().solve(&windows)?;
-    let mut p = vec![0.0; aldp::BASIN_NAMES.len()];
-    for i in 0..bins {
-        for j in 0..bins {
-            p[aldp::basin_of([centres[i], centres[j]])] += wham.probabilities[i * bins + j];
-        }
-    }
+    let wham = mbar::binned_wham(states, bins)?;
+    let p = mbar::grid_region_populations(&wham.probabilities, bins, aldp::BASIN_NAMES.len(), aldp::basin_of)?;
     Ok(serde_json::json!({"converged": wham.converged, "populations_by_bin_centre": populations_json(&p, None)}))
 }
 

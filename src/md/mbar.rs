@@ -428,6 +428,101 @@ pub fn region_populations_with_errors<R: rand::Rng>(
     Ok((full, errors))
 }
 
+/// The first and the second half of every state's series (states left empty are dropped): two
+/// independent estimates whose divergence measures the noise of the whole.
+pub fn split_halves(states: &[BiasedSamples]) -> [Vec<BiasedSamples>; 2] {
+    let cut = |first: bool| {
+        states
+            .iter()
+            .map(|s| {
+                let mid = s.samples.len() / 2;
+                let part = if first { &s.samples[..mid] } else { &s.samples[mid..] };
+                BiasedSamples { bias: s.bias, samples: part.to_vec() }
+            })
+            .filter(|s| !s.samples.is_empty())
+            .collect()
+    };
+    [cut(true), cut(false)]
+}
+
+/// Region populations of independent unbiased series (MD walkers): each state's fraction of its
+/// samples per region, their mean over the states and its standard error (the states are the
+/// independent blocks). Returns (mean, standard error).
+pub fn series_region_populations(
+    states: &[BiasedSamples],
+    regions: usize,
+    region_of: impl Fn([f64; 2]) -> usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let per_state: Vec<Vec<f64>> = states
+        .iter()
+        .map(|s| {
+            let mut p = vec![0.0; regions];
+            for x in &s.samples {
+                if let Some(slot) = p.get_mut(region_of(*x)) {
+                    *slot += 1.0 / s.samples.len() as f64;
+                }
+            }
+            p
+        })
+        .collect();
+    let n = per_state.len() as f64;
+    let mean: Vec<f64> = (0..regions).map(|i| per_state.iter().map(|p| p[i]).sum::<f64>() / n).collect();
+    let se = (0..regions)
+        .map(|i| (per_state.iter().map(|p| (p[i] - mean[i]).powi(2)).sum::<f64>() / (n - 1.0).max(1.0) / n).sqrt())
+        .collect();
+    (mean, se)
+}
+
+/// Binned WHAM on the same samples, on the `bins` x `bins` dihedral grid with each bias at the bin
+/// centres: the estimator MBAR replaces, for comparison. Errors on unequal springs on the two
+/// angles and as [`crate::md::wham::wham`] does.
+pub fn binned_wham(states: &[BiasedSamples], bins: usize) -> Result<crate::md::wham::WhamResult> {
+    use crate::md::wham::{periodic_harmonic_bias_2d_kt, UmbrellaWindow, WhamConfig};
+    let axis = crate::metrics::histogram::Axis::dihedral(bins)?;
+    let centres = axis.centres();
+    let mut windows = Vec::with_capacity(states.len());
+    for s in states {
+        let mut counts = vec![0.0; bins * bins];
+        for x in &s.samples {
+            if let (Some(i), Some(j)) = (axis.bin_of(x[0]), axis.bin_of(x[1])) {
+                counts[i * bins + j] += 1.0;
+            }
+        }
+        let [k0, k1] = s.bias.spring_kt_per_rad2;
+        if k0 != k1 {
+            return Err(Error::invalid("binned WHAM here takes equal springs on both angles"));
+        }
+        windows.push(UmbrellaWindow::new(
+            periodic_harmonic_bias_2d_kt(s.bias.centre_rad, k0, &centres, &centres)?,
+            counts,
+        )?);
+    }
+    WhamConfig::default().solve(&windows)
+}
+
+/// Region populations of bin probabilities on the `bins` x `bins` dihedral grid, each bin counted
+/// in the region of its centre.
+pub fn grid_region_populations(
+    p: &[f64],
+    bins: usize,
+    regions: usize,
+    region_of: impl Fn([f64; 2]) -> usize,
+) -> Result<Vec<f64>> {
+    let centres = crate::metrics::histogram::Axis::dihedral(bins)?.centres();
+    if p.len() != bins * bins {
+        return Err(Error::invalid(format!("{} probabilities for a {bins} x {bins} grid", p.len())));
+    }
+    let mut out = vec![0.0; regions];
+    for (i, ci) in centres.iter().enumerate() {
+        for (j, cj) in centres.iter().enumerate() {
+            if let Some(slot) = out.get_mut(region_of([*ci, *cj])) {
+                *slot += p[i * bins + j];
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// One block-bootstrap resample of the states: each state's series cut into `blocks` contiguous
 /// blocks (the last takes the remainder), drawn with replacement to the same count.
 pub fn block_resample<R: rand::Rng>(states: &[BiasedSamples], blocks: usize, rng: &mut R) -> Vec<BiasedSamples> {

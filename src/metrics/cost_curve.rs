@@ -9,6 +9,27 @@ use super::divergence::{EmptyBinRule, KlReference};
 use super::histogram::{Axis, BinGrid};
 use crate::error::{Error, Result};
 
+/// A KLD must be this many times the ruler's floor for a speedup to be read at it: below that, the
+/// ruler's own error is a third or more of what it measures.
+pub const RESOLUTION_FACTOR: f64 = 3.0;
+
+/// The floor of the ruler under one empty-bin rule: the reference's noise floor at the comparison's
+/// resolution (0 when unknown) plus the rule's own bias (see `KlReference::rule_bias`).
+pub fn ruler_floor(reference_noise_floor: Option<f64>, rule_bias: f64) -> f64 {
+    reference_noise_floor.filter(|f| f.is_finite()).unwrap_or(0.0) + rule_bias.max(0.0)
+}
+
+/// Whether a KLD is far enough above the ruler's floor ([`RESOLUTION_FACTOR`] times) to be read.
+///
+/// ```
+/// use cgflow::metrics::cost_curve::{resolves, ruler_floor};
+/// let floor = ruler_floor(Some(2e-4), 1e-4);
+/// assert!(resolves(1e-3, floor) && !resolves(8e-4, floor));
+/// ```
+pub fn resolves(kld: f64, floor: f64) -> bool {
+    kld >= RESOLUTION_FACTOR * floor
+}
+
 /// One point of a cost curve.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CostPoint {

@@ -138,21 +138,7 @@ fn mbar_with_the_bias_at_bin_centres_is_what_binned_wham_gets_wrong() {
     let (mbar_left, exact_left) = (left(&p), left(&exact));
 
     // Binned WHAM on the same samples.
-    let axis = cgflow::metrics::histogram::Axis::dihedral(bins).expect("axis");
-    let centres = axis.centres();
-    let windows: Vec<cgflow::md::wham::UmbrellaWindow> = states
-        .iter()
-        .map(|s| {
-            let mut counts = vec![0.0; bins * bins];
-            for x in &s.samples {
-                counts[axis.bin_of(x[0]).expect("bin") * bins + axis.bin_of(x[1]).expect("bin")] += 1.0;
-            }
-            let bias = cgflow::md::wham::periodic_harmonic_bias_2d_kt(s.bias.centre_rad, 40.0, &centres, &centres)
-                .expect("bias");
-            cgflow::md::wham::UmbrellaWindow::new(bias, counts).expect("window")
-        })
-        .collect();
-    let wham = cgflow::md::wham::WhamConfig::default().solve(&windows).expect("wham");
+    let wham = cgflow::md::mbar::binned_wham(&states, bins).expect("wham");
     let wham_left = left(&wham.probabilities);
     let kld_mbar = cgflow::metrics::kl_divergence(&exact, &p).expect("kl");
     let kld_wham = cgflow::metrics::kl_divergence(&exact, &wham.probabilities).expect("kl");

@@ -28,9 +28,12 @@ pub struct CompareArgs {
     /// Reference probabilities on the bins x bins (phi, psi) grid (.npy), e.g. from `cgflow umbrella`.
     #[arg(long, value_name = "NPY", required_unless_present_any = ["muller_brown", "baseline_curves"])]
     reference: Option<PathBuf>,
-    /// Output folder of a `cgflow md` run of alanine dipeptide (cv.f32 and cv.json).
+    /// Output folder of a `cgflow md` run of alanine dipeptide (cv.f32 and cv.json). Repeatable:
+    /// independent realisations (distinct seeds) are pooled into one run of all their walkers,
+    /// cut to the frames every one has; `--groups R,1` with R realisations of equal size then gives
+    /// each realisation's curve (their spread is the band of the plot) and the pooled curve.
     #[arg(long, value_name = "DIR", required_unless_present_any = ["muller_brown", "baseline_curves"])]
-    md: Option<PathBuf>,
+    md: Vec<PathBuf>,
     /// The System the run must have used; a CV file from another system is refused.
     #[arg(long, value_name = "XML")]
     system: Option<PathBuf>,
@@ -130,13 +133,16 @@ pub struct CompareArgs {
 const MD_TITLE: &str = "alanine dipeptide: KLD to the reference vs energy evaluations";
 const MB_TITLE: &str = "Müller-Brown Metropolis: KLD to the exact PMF vs energy evaluations";
 
+/// (label, mean curve, individual curves) of one group count or run set.
+type CurvePart = (String, Vec<CostPoint>, Vec<Vec<CostPoint>>);
+
 /// A baseline curve under one rule: the stitched curve and what it was made of.
 struct RuleCurves {
     rule: EmptyBinRule,
     /// The rule's own bias: the KLD of the reference itself under it.
     bias: f64,
-    /// (label, mean curve, individual curves) per group count or run set.
-    parts: Vec<(String, Vec<CostPoint>, Vec<Vec<CostPoint>>)>,
+    /// One entry per group count or run set.
+    parts: Vec<CurvePart>,
     stitched: Vec<CostPoint>,
 }
 
@@ -255,6 +261,8 @@ pub fn run(args: CompareArgs) -> Result<()> {
             "parts": curves.parts.iter().map(|(label, mean, each)| serde_json::json!({
                 "label": label, "mean": pairs(mean), "curves": each.iter().map(|c| pairs(c)).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
+            "band": spread_band(&curves.parts).map(|b| serde_json::json!({
+                "of": b.of, "evaluations": b.evaluations, "lowest": b.lowest, "highest": b.highest})),
             "milestones": milestone_json,
             "end_of_run": baseline.end_of_run.as_ref().map(|_| curves.stitched.last().map(|p| serde_json::json!({
                 "evaluations_histogrammed": p.evaluations, "kld": p.kld}))),
@@ -308,9 +316,10 @@ struct Baseline {
 }
 
 fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
-    let (Some(reference_path), Some(md)) = (&args.reference, &args.md) else {
+    let (Some(reference_path), false) = (&args.reference, args.md.is_empty()) else {
         bail!("--reference and --md are needed (or --muller-brown)");
     };
+    let md_dirs = &args.md;
     let reference = cgflow::io::npy::read_npy(reference_path)?;
     let bins = match reference.shape.as_slice() {
         [a, b] if a == b => *a,
@@ -324,14 +333,28 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
     }
     let floor = reference_floor(args, reference_path, &grid)?;
 
-    let run = cgflow::io::cv_run::CvRun::read(md)?;
-    if let Some(system) = &args.system {
-        let xml = std::fs::read_to_string(system).with_context(|| format!("reading {}", system.display()))?;
-        run.check_system(md, &xml, system)?;
+    let system_xml = args
+        .system
+        .as_ref()
+        .map(|s| std::fs::read_to_string(s).with_context(|| format!("reading {}", s.display())))
+        .transpose()?;
+    let mut runs = Vec::with_capacity(md_dirs.len());
+    for dir in md_dirs {
+        let run = cgflow::io::cv_run::CvRun::read(dir)?;
+        if let (Some(system), Some(xml)) = (&args.system, &system_xml) {
+            run.check_system(dir, xml, system)?;
+        }
+        if run.cvs != 2 {
+            bail!("{} records {} CVs; the comparison needs the two dihedrals (phi, psi)", dir.display(), run.cvs);
+        }
+        runs.push(run);
     }
-    if run.cvs != 2 {
-        bail!("{} records {} CVs; the comparison needs the two dihedrals (phi, psi)", md.display(), run.cvs);
-    }
+    let md_text = md_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(" + ");
+    let run = if runs.len() == 1 {
+        runs.pop().context("no MD run")?
+    } else {
+        cgflow::io::cv_run::CvRun::pool(runs).context("--md")?
+    };
     let (walkers, frames, steps_per_frame, description) =
         (run.walkers, run.frames, run.steps_per_frame, &run.description);
     let values = &run.values;
@@ -367,9 +390,8 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
     let complete = steps / steps_per_frame == frames as u64;
     let mut header = vec![
         format!(
-            "# MD: {} ({walkers} walkers, {frames} frames of {steps_per_frame} steps: {:.4e} evaluations \
+            "# MD: {md_text} ({walkers} walkers, {frames} frames of {steps_per_frame} steps: {:.4e} evaluations \
              histogrammed{})",
-            md.display(),
             (frames as u64 * steps_per_frame * walkers as u64) as f64,
             if complete {
                 format!(", {:.4e} made", (steps * walkers as u64) as f64)
@@ -385,7 +407,7 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
         header,
         stitch_note: "each range from the most groups that reach it".into(),
         info: serde_json::json!({
-            "kind": "md", "md": md, "reference": reference_path, "bins": bins, "walkers": walkers, "frames": frames,
+            "kind": "md", "md": md_dirs, "reference": reference_path, "bins": bins, "walkers": walkers, "frames": frames,
             "steps_per_frame": steps_per_frame, "groups": groups, "kernel_bins": kl_reference.kernel_bins(),
             "smooth_model": kl_reference.smooths_model(), "complete": complete,
         }),
@@ -832,14 +854,40 @@ fn read_method_points(path: &Path) -> Result<Vec<MethodPoint>> {
     Ok(points)
 }
 
+/// The spread of the independent curves of the first part with more than one (the part with
+/// most groups or runs): their lowest and highest KLD at each evaluation count.
+struct SpreadBand {
+    of: String,
+    evaluations: Vec<f64>,
+    lowest: Vec<f64>,
+    highest: Vec<f64>,
+}
+
+fn spread_band(parts: &[CurvePart]) -> Option<SpreadBand> {
+    let (label, _, each) = parts.iter().find(|(_, _, each)| each.len() > 1)?;
+    let n = each.iter().map(Vec::len).min()?;
+    let evaluations: Vec<f64> = each[0][..n].iter().map(|p| p.evaluations).collect();
+    let at = |i: usize| each.iter().map(move |c| c[i].kld);
+    Some(SpreadBand {
+        of: format!("lowest and highest of the {label}"),
+        lowest: (0..n).map(|i| at(i).fold(f64::INFINITY, f64::min)).collect(),
+        highest: (0..n).map(|i| at(i).fold(f64::NEG_INFINITY, f64::max)).collect(),
+        evaluations,
+    })
+}
+
 fn plot(png: &Path, baseline: &Baseline, method: Option<&[CostPoint]>, method_label: &str) -> Result<()> {
     let mut xs: Vec<Vec<f64>> = Vec::new();
     let mut ys: Vec<Vec<f64>> = Vec::new();
     let mut labels: Vec<String> = Vec::new();
-    for curves in &baseline.rules {
+    let mut spreads = Vec::new();
+    for (i, curves) in baseline.rules.iter().enumerate() {
         xs.push(curves.stitched.iter().map(|p| p.evaluations).collect());
         ys.push(curves.stitched.iter().map(|p| p.kld).collect());
-        labels.push(format!("{}, {}", baseline.name, curves.rule));
+        let band = spread_band(&curves.parts);
+        let note = band.as_ref().map(|_| " (band: range of the independent curves)").unwrap_or_default();
+        labels.push(format!("{}, {}{note}", baseline.name, curves.rule));
+        spreads.extend(band.map(|b| (i, b)));
     }
     let (lo, hi) = baseline
         .rules
@@ -859,6 +907,19 @@ fn plot(png: &Path, baseline: &Baseline, method: Option<&[CostPoint]>, method_la
     }
     let series: Vec<cgflow::io::plot::Series> =
         (0..xs.len()).map(|i| cgflow::io::plot::Series { label: &labels[i], x: &xs[i], y: &ys[i] }).collect();
-    cgflow::io::plot::line_plot_png(png, &baseline.title, "energy evaluations", "KLD", &series, true, true)?;
+    let bands: Vec<cgflow::io::plot::Band> = spreads
+        .iter()
+        .map(|(i, b)| cgflow::io::plot::Band { series: *i, x: &b.evaluations, lower: &b.lowest, upper: &b.highest })
+        .collect();
+    cgflow::io::plot::line_plot_bands_png(
+        png,
+        &baseline.title,
+        "energy evaluations",
+        "KLD",
+        &series,
+        &bands,
+        true,
+        true,
+    )?;
     Ok(())
 }

@@ -98,6 +98,66 @@ impl CvRun {
         Ok(())
     }
 
+    /// Pools independent runs of one system into one run whose walkers are theirs side by side
+    /// (run 0's walkers first), cut to the frames every run has: independent walkers are one
+    /// bigger run. The runs must record the same CVs of the same system at the same interval, and
+    /// no two may share a seed (the same seed is the same trajectory, not an independent one).
+    /// The pooled description is the first run's, with the pooled walkers and frames, and the
+    /// pooled runs' seeds and walkers under `"pooled"`.
+    pub fn pool(runs: Vec<CvRun>) -> Result<CvRun> {
+        let Some(first) = runs.first() else {
+            return Err(Error::invalid("pooling MD runs: no run given"));
+        };
+        let same = ["cvs", "system_fingerprint", "step_fs", "temperature_k", "friction_per_ps"];
+        let mut seeds = Vec::new();
+        for (i, run) in runs.iter().enumerate() {
+            if run.steps_per_frame != first.steps_per_frame || run.cvs != first.cvs {
+                return Err(Error::invalid(format!(
+                    "pooling MD runs: run {i} records {} CVs every {} steps, run 0 {} every {}",
+                    run.cvs, run.steps_per_frame, first.cvs, first.steps_per_frame
+                )));
+            }
+            if let Some(key) = same.iter().find(|k| run.description[**k] != first.description[**k]) {
+                return Err(Error::invalid(format!(
+                    "pooling MD runs: run {i} has {key} {}, run 0 has {}",
+                    run.description[*key], first.description[*key]
+                )));
+            }
+            let seed = &run.description["seed"];
+            if seeds.contains(seed) {
+                return Err(Error::invalid(format!(
+                    "pooling MD runs: run {i} has seed {seed} like an earlier run; it is not independent"
+                )));
+            }
+            seeds.push(seed.clone());
+        }
+        let frames = runs.iter().map(|r| r.frames).min().unwrap_or(0);
+        let walkers: usize = runs.iter().map(|r| r.walkers).sum();
+        let cvs = first.cvs;
+        let mut values = Vec::with_capacity(frames * walkers * cvs);
+        for f in 0..frames {
+            for run in &runs {
+                let row = run.walkers * cvs;
+                values.extend_from_slice(&run.values[f * row..(f + 1) * row]);
+            }
+        }
+        let mut description = first.description.clone();
+        description["walkers"] = serde_json::json!(walkers);
+        description["frames"] = serde_json::json!(frames);
+        // Complete only when every run reached one common target.
+        let target_steps = runs
+            .iter()
+            .map(|r| r.description["steps"].as_u64().unwrap_or(r.frames as u64 * r.steps_per_frame))
+            .max()
+            .unwrap_or(0);
+        description["steps"] = serde_json::json!(target_steps);
+        description["pooled"] = serde_json::json!(runs
+            .iter()
+            .map(|r| serde_json::json!({"seed": r.description["seed"], "walkers": r.walkers, "frames": r.frames}))
+            .collect::<Vec<_>>());
+        Ok(CvRun { description, walkers, cvs, frames, steps_per_frame: first.steps_per_frame, values })
+    }
+
     /// The time series of one walker, `[frame] -> [cv0, cv1]`, for two-CV runs.
     pub fn walker_pairs(&self, walker: usize) -> Result<Vec<[f64; 2]>> {
         if self.cvs != 2 || walker >= self.walkers {

@@ -118,6 +118,20 @@ pub struct Series<'a> {
     pub y: &'a [f64],
 }
 
+/// The band of one curve of [`line_plot_bands_png`]: a lower and an upper bound at each x (e.g.
+/// the range of independent realisations), drawn as a translucent area in the curve's colour.
+#[derive(Debug, Clone, Copy)]
+pub struct Band<'a> {
+    /// Index of the curve (in `series`) whose colour the band takes.
+    pub series: usize,
+    /// x coordinates, as many as `lower` and `upper`.
+    pub x: &'a [f64],
+    /// Lower bound at each x.
+    pub lower: &'a [f64],
+    /// Upper bound at each x.
+    pub upper: &'a [f64],
+}
+
 /// One panel of [`panels_png`].
 #[derive(Debug, Clone, Copy)]
 pub enum Panel<'a> {
@@ -197,8 +211,26 @@ pub fn line_plot_png(
     log_x: bool,
     log_y: bool,
 ) -> Result<()> {
+    line_plot_bands_png(path, title, x_label, y_label, series, &[], log_x, log_y)
+}
+
+/// [`line_plot_png`] with bands: each [`Band`] is drawn under the curves as a translucent area
+/// in its curve's colour, and the axes fit the bands too. Points of a band that are not drawable
+/// on the axes (non-finite, or not positive on a log axis) split it. A band naming a curve that
+/// does not exist, or with bounds of another length than its x → [`Error::InvalidInput`].
+#[allow(clippy::too_many_arguments)]
+pub fn line_plot_bands_png(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    bands: &[Band],
+    log_x: bool,
+    log_y: bool,
+) -> Result<()> {
     ensure_font()?;
-    let prepared = PreparedLines::new(series, log_x, log_y)?;
+    let prepared = PreparedLines::new(series, log_x, log_y)?.with_bands(bands, series.len())?;
     check_output_path(path)?;
     let root = BitMapBackend::new(path, FIGURE_SIZE).into_drawing_area();
     let labels = AxisLabels { title, x: x_label, y: y_label };
@@ -671,6 +703,8 @@ struct AxisLabels<'a> {
 /// A validated line plot: unbroken runs of points in axis space, per series.
 struct PreparedLines {
     series: Vec<Curve>,
+    /// (curve index, closed outline in axis space) per unbroken piece of a band.
+    bands: Vec<(usize, Vec<(f64, f64)>)>,
     x: Axis,
     y: Axis,
 }
@@ -710,11 +744,61 @@ impl PreparedLines {
         };
         Ok(PreparedLines {
             series: prepared,
+            bands: Vec::new(),
             x: Axis::fitted(x_min, x_max, log_x),
             y: Axis::fitted(y_min, y_max, log_y),
         })
     }
+
+    /// Adds the bands and widens the axes to them.
+    fn with_bands(mut self, bands: &[Band], curves: usize) -> Result<Self> {
+        let (log_x, log_y) = (self.x.log, self.y.log);
+        let (x0, y0) = (Axis::bare(log_x), Axis::bare(log_y));
+        for (i, band) in bands.iter().enumerate() {
+            if band.series >= curves {
+                return Err(Error::invalid(format!(
+                    "band {i}: curve {} does not exist ({curves} curves)",
+                    band.series
+                )));
+            }
+            if band.lower.len() != band.x.len() || band.upper.len() != band.x.len() {
+                return Err(Error::invalid(format!(
+                    "band {i}: {} x values but {} lower and {} upper bounds",
+                    band.x.len(),
+                    band.lower.len(),
+                    band.upper.len()
+                )));
+            }
+            let mut piece: Vec<BandPoint> = Vec::new();
+            let close = |piece: &mut Vec<BandPoint>, out: &mut Vec<(usize, Vec<(f64, f64)>)>| {
+                if piece.len() > 1 {
+                    let outline = piece.iter().map(|p| p.0).chain(piece.iter().rev().map(|p| p.1)).collect();
+                    out.push((band.series, outline));
+                }
+                piece.clear();
+            };
+            for ((&x, &lo), &hi) in band.x.iter().zip(band.lower).zip(band.upper) {
+                match (x0.to_axis(x), y0.to_axis(lo), y0.to_axis(hi)) {
+                    (Some(x), Some(lo), Some(hi)) => piece.push(((x, lo), (x, hi))),
+                    _ => close(&mut piece, &mut self.bands),
+                }
+            }
+            close(&mut piece, &mut self.bands);
+        }
+        let points =
+            || self.series.iter().flat_map(|c| c.runs.iter().flatten()).chain(self.bands.iter().flat_map(|b| &b.1));
+        if let (Some((x_min, x_max)), Some((y_min, y_max))) =
+            (min_max(points().map(|p| p.0)), min_max(points().map(|p| p.1)))
+        {
+            self.x = Axis::fitted(x_min, x_max, log_x);
+            self.y = Axis::fitted(y_min, y_max, log_y);
+        }
+        Ok(self)
+    }
 }
+
+/// A band's (lower, upper) points at one x, in axis space.
+type BandPoint = ((f64, f64), (f64, f64));
 
 /// One validated curve of a line plot.
 struct Curve {
@@ -950,6 +1034,10 @@ fn draw_lines(area: &Area, labels: &AxisLabels, data: &PreparedLines, scale: f64
     draw_mesh(&mut chart, labels, scale, true)?;
     let width = ((2.0 * scale).round() as u32).max(1);
     let radius = ((3.5 * scale).round() as i32).max(2);
+    for (i, outline) in &data.bands {
+        let color = PALETTE[i % PALETTE.len()];
+        drawn(chart.draw_series(std::iter::once(Polygon::new(outline.clone(), color.mix(0.2).filled()))))?;
+    }
     for (i, Curve { label, runs, markers }) in data.series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let style = color.stroke_width(width);
@@ -1126,6 +1214,32 @@ mod tests {
         assert_eq!((w, h), (width, height), "{}", path.display());
         // A blank white image compresses to well under 10 kB; a drawn figure does not.
         assert!(bytes.len() > 10_000, "{}: suspiciously small ({} bytes)", path.display(), bytes.len());
+    }
+
+    #[test]
+    fn bands_widen_the_axes_and_bad_bands_are_refused() {
+        let x = [1.0, 10.0, 100.0];
+        let y = [1.0, 0.5, 0.2];
+        let (lower, upper) = ([0.8, 0.4, 0.01], [1.2, 0.6, 0.3]);
+        let series = [Series { label: "curve", x: &x, y: &y }];
+        let band = Band { series: 0, x: &x, lower: &lower, upper: &upper };
+        let lines = PreparedLines::new(&series, true, true).unwrap();
+        let alone = lines.y.lo;
+        let banded = PreparedLines::new(&series, true, true).unwrap().with_bands(&[band], 1).unwrap();
+        // The band reaches 0.01, two decades below the curve's lowest point.
+        assert!(banded.y.lo < alone && banded.y.lo <= -2.0, "{} vs {alone}", banded.y.lo);
+        assert_eq!(banded.bands.len(), 1);
+        assert_eq!(banded.bands[0].1.len(), 6);
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("band.png");
+        line_plot_bands_png(&png, "t", "x", "y", &series, &[band], true, true).unwrap();
+        assert_png(&png, FIGURE_SIZE.0, FIGURE_SIZE.1);
+        let wrong_curve = Band { series: 1, ..band };
+        let short = Band { lower: &lower[..2], ..band };
+        for bad in [wrong_curve, short] {
+            let err = line_plot_bands_png(&png, "t", "x", "y", &series, &[bad], true, true).unwrap_err();
+            assert!(err.to_string().contains("band 0"), "{err}");
+        }
     }
 
     /// A 36 x 24 map increasing along x, with one NaN cell at (3, 5).

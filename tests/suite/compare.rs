@@ -512,3 +512,69 @@ fn every_shipped_rule_reads_the_same_curve_whatever_the_record_interval() {
     let (a, b) = (count_rule(&every_step, 20_000), count_rule(&every_tenth, 2000));
     assert!(a > 1.5 * b, "pseudo-count:1 every step {a} vs every 10th step {b}");
 }
+
+/// A one-walker `cgflow md` folder visiting the tiny grid's bins `visits` (one per 10-step frame).
+fn one_walker_run(dir: &Path, visits: &[usize], seed: u64, steps_per_frame: u64) {
+    let value = |b: usize| [if b / 2 == 0 { -1.0f32 } else { 1.0 }, if b % 2 == 0 { -1.0f32 } else { 1.0 }];
+    let bytes: Vec<u8> = visits.iter().flat_map(|&b| value(b)).flat_map(f32::to_le_bytes).collect();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("cv.f32"), bytes).unwrap();
+    let description = serde_json::json!({"walkers": 1, "cvs": [[4, 6, 8, 14], [6, 8, 14, 16]],
+        "steps_per_frame": steps_per_frame, "frames": visits.len(), "steps": 45, "system_fingerprint": "0",
+        "seed": seed});
+    std::fs::write(dir.join("cv.json"), description.to_string()).unwrap();
+}
+
+#[test]
+fn realisations_pool_into_the_run_of_all_their_walkers_and_their_spread_is_the_band() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = tmp.path().join("p.npy");
+    cgflow::io::npy::write_npy(&reference, &[2, 2], &P).unwrap();
+    // The tiny run's two walkers as one run, and as two realisations of one walker each.
+    let both = tmp.path().join("both");
+    tiny_run(&both, 45);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    one_walker_run(&a, &[0, 1, 0, 0], 1, 10);
+    // The second realisation ran one frame longer: pooling cuts it to the frames both have.
+    one_walker_run(&b, &[3, 3, 2, 3, 0], 2, 10);
+    let curves = |md: &[&Path], name: &str| -> serde_json::Value {
+        let out = tmp.path().join(name);
+        let mut args = vec!["compare", "--reference", path(&reference), "--groups", "2,1", "--smooth-reference", "0"];
+        for m in md {
+            args.extend(["--md", path(m)]);
+        }
+        args.extend(["--empty-bins", "pseudo-mass:0.5", "--out", path(&out)]);
+        let run = cgflow(&args);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+    };
+    let one = curves(&[&both], "one.json");
+    let pooled = curves(&[&a, &b], "pooled.json");
+    assert_eq!(one["rules"][0]["stitched"], pooled["rules"][0]["stitched"]);
+    assert_eq!(pooled["baseline"]["walkers"], 2);
+    assert_eq!(pooled["baseline"]["frames"], 4);
+    // The band: the lowest and highest of the two one-walker curves, frame by frame.
+    let w0 = [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [2.0, 1.0, 0.0, 0.0], [3.0, 1.0, 0.0, 0.0]];
+    let w1 = [[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 2.0], [0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 1.0, 3.0]];
+    let band = &pooled["rules"][0]["band"];
+    for f in 0..4 {
+        let (k0, k1) = (pseudo_mass_half(&w0[f]), pseudo_mass_half(&w1[f]));
+        assert_eq!(band["evaluations"][f].as_f64().unwrap(), 10.0 * (f + 1) as f64);
+        assert!((band["lowest"][f].as_f64().unwrap() - k0.min(k1)).abs() < 1e-12);
+        assert!((band["highest"][f].as_f64().unwrap() - k0.max(k1)).abs() < 1e-12);
+    }
+    // The same seed twice is one trajectory, not two realisations; another record interval or
+    // CV set cannot be pooled.
+    let args = |second: &Path| {
+        ["compare", "--reference", path(&reference), "--md", path(&a), "--md", path(second)]
+            .map(str::to_string)
+            .to_vec()
+    };
+    let fails = |second: &Path| failing(&args(second).iter().map(String::as_str).collect::<Vec<_>>());
+    let twin = tmp.path().join("twin");
+    one_walker_run(&twin, &[3, 3, 2, 3], 1, 10);
+    assert!(fails(&twin).contains("seed 1 like an earlier run"), "{}", fails(&twin));
+    let slower = tmp.path().join("slower");
+    one_walker_run(&slower, &[3, 3, 2, 3], 3, 100);
+    assert!(fails(&slower).contains("every 100 steps"), "{}", fails(&slower));
+}

@@ -90,8 +90,11 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
         Some(path) => read_config(path)?,
         None => preset(args.preset),
     };
+    // config.json is written before the start-up phase, so a folder holding it without a checkpoint
+    // is a run killed during its start-up: a resume reruns the start-up, which is reproducible.
+    let killed_in_startup = !has_al_state(&out) && saved_config.exists();
     if args.resume {
-        if !has_al_state(&out) {
+        if !has_al_state(&out) && !killed_in_startup {
             bail!("{}: no checkpoint to resume from (start the run without --resume)", out.display());
         }
         let saved = read_config(&saved_config)?;
@@ -104,8 +107,13 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&config)?);
         return Ok(());
     }
-    if !args.resume && has_al_state(&out) {
-        bail!("{} already holds a run; use --resume to continue it or choose another --out", out.display());
+    if !args.resume && (has_al_state(&out) || killed_in_startup) {
+        bail!(
+            "{} already holds a run{}; use --resume to continue it, or choose another --out (or delete the \
+             folder to start over)",
+            out.display(),
+            if killed_in_startup { " stopped during its start-up" } else { "" }
+        );
     }
 
     let system = System::from_xml_file(&args.system)?;
@@ -126,7 +134,7 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
     let al = AldpAl::new(config.clone(), &system, &platform, &structure.positions_nm[..66], reference)?;
 
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let mut state = if args.resume {
+    let mut state = if args.resume && !killed_in_startup {
         let state = load_al_state(&out, &al)?;
         println!(
             "resuming {} at iteration {} ({} evaluations so far)",
@@ -136,8 +144,11 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
         );
         state
     } else {
-        std::fs::write(&saved_config, serde_json::to_string_pretty(&config)?)
-            .with_context(|| format!("writing {}", saved_config.display()))?;
+        if killed_in_startup {
+            println!("resuming {}: it stopped during its start-up, which is rerun", out.display());
+        } else {
+            cgflow::io::write_atomically(&saved_config, serde_json::to_string_pretty(&config)?.as_bytes())?;
+        }
         let mut bars = Bars::default();
         let state = al.start(mode, &mut |e| bars.event(e))?;
         bars.finish();

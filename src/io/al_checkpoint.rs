@@ -40,6 +40,9 @@ struct StateFile {
     reference_energy: f64,
     converged: bool,
     ensemble_fits: u64,
+    /// FNV-1a of `ensemble.safetensors` (absent in checkpoints of earlier builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ensemble_fnv1a64: Option<String>,
 }
 
 fn checkpoint_dir(run: &Path) -> PathBuf {
@@ -82,6 +85,9 @@ pub fn save_al_state(run: &Path, config: &AldpAlConfig, state: &AldpAlState) -> 
         reference_energy: state.reference_energy,
         converged: state.converged,
         ensemble_fits: state.ensemble.fits(),
+        ensemble_fnv1a64: Some(super::fnv1a64_hex(
+            &std::fs::read(&ensemble_path).map_err(|e| Error::io(&ensemble_path, e))?,
+        )),
     };
     let json = serde_json::to_string_pretty(&file).map_err(|e| Error::invalid(e.to_string()))?;
     super::write_file(&tmp.join("state.json"), json)?;
@@ -132,7 +138,17 @@ pub fn load_al_state(run: &Path, al: &AldpAl) -> Result<AldpAlState> {
     let training = training.ok_or_else(|| Error::parse(dir.join("flow"), "the checkpoint has no optimiser state"))?;
     adam.set_state(flow.params(), training.adam)?;
     let ensemble_path = dir.join("ensemble.safetensors");
-    let tensors: HashMap<String, candle_core::Tensor> = candle_core::safetensors::load(&ensemble_path, &Device::Cpu)
+    let bytes = std::fs::read(&ensemble_path).map_err(|e| Error::io(&ensemble_path, e))?;
+    if let Some(expected) = &file.ensemble_fnv1a64 {
+        let found = super::fnv1a64_hex(&bytes);
+        if &found != expected {
+            return Err(Error::parse(
+                &ensemble_path,
+                format!("corrupted: its FNV-1a is {found}, state.json recorded {expected}"),
+            ));
+        }
+    }
+    let tensors: HashMap<String, candle_core::Tensor> = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|e| Error::parse(&ensemble_path, e.to_string()))?;
     if file.ensemble_fits > 0 {
         ensemble.load_tensors(&tensors)?;

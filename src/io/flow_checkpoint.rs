@@ -120,15 +120,8 @@ struct RngHeader {
     word_pos: String,
 }
 
-/// 64-bit FNV-1a hash of `bytes`.
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0100_0000_01b3;
-    bytes.iter().fold(OFFSET, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME))
-}
-
 fn digest(bytes: &[u8]) -> WeightsDigest {
-    WeightsDigest { bytes: bytes.len() as u64, fnv1a64: format!("{:016x}", fnv1a64(bytes)) }
+    WeightsDigest { bytes: bytes.len() as u64, fnv1a64: super::fnv1a64_hex(bytes) }
 }
 
 fn hex(bytes: &[u8]) -> String {

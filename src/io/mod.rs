@@ -118,11 +118,19 @@ pub fn read_positions(path: &Path) -> Result<Positions> {
 /// assert_ne!(cgflow::io::fingerprint("<System/>"), cgflow::io::fingerprint("<System />"));
 /// ```
 pub fn fingerprint(text: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
+    fnv1a64_hex(text.as_bytes())
+}
+
+/// The 64-bit FNV-1a hash of `bytes` as 16 lower-case hex digits: the checksum that model and
+/// checkpoint files record of the weights files beside them.
+///
+/// ```
+/// assert_eq!(cgflow::io::fnv1a64_hex(b"a"), "af63dc4c8601ec8c");
+/// ```
+pub fn fnv1a64_hex(bytes: &[u8]) -> String {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let hash = bytes.iter().fold(OFFSET, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME));
     format!("{hash:016x}")
 }
 

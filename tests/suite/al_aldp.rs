@@ -219,13 +219,20 @@ fn cli_run_killed_at_any_moment_and_resumed_ends_like_an_uninterrupted_one() {
     // Kill a second run at several moments, resuming each time, until it finishes.
     let killed = dir.path().join("killed");
     let mut kills = 0;
-    for delay_ms in [300u64, 900, 600, 1200, 100_000] {
+    // The first kills come during the start-up (before the first checkpoint); a resume reruns it.
+    let mut killed_in_startup = 0;
+    for delay_ms in [40u64, 120, 300, 900, 600, 1200, 100_000] {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cgflow"));
         command.current_dir(root()).args(["al", "--preset", "tiny", "--out", killed.to_str().unwrap()]);
-        if killed.join("checkpoint").exists() || killed.join("checkpoint.old").exists() {
+        if killed.join("config.json").exists() {
             command.arg("--resume");
-        } else if killed.exists() {
-            std::fs::remove_dir_all(&killed).expect("clean a run killed before its first checkpoint");
+            if !killed.join("checkpoint").exists() && !killed.join("checkpoint.old").exists() {
+                killed_in_startup += 1;
+                // Without --resume such a folder is refused, not overwritten.
+                let fresh = cgflow_al(&["--out", killed.to_str().unwrap()]);
+                let stderr = String::from_utf8_lossy(&fresh.stderr);
+                assert!(!fresh.status.success() && stderr.contains("stopped during its start-up"), "{stderr}");
+            }
         }
         let mut child =
             command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("spawn");
@@ -254,6 +261,30 @@ fn cli_run_killed_at_any_moment_and_resumed_ends_like_an_uninterrupted_one() {
     assert!(killed.join("summary.json").exists(), "the resumed run did not finish ({kills} kills)");
     let got = log_lines(&killed);
     assert_close(&serde_json::Value::Array(got), &serde_json::Value::Array(expected), "log");
+    // The final PMF, bit for bit.
+    let pmf = |dir: &std::path::Path| std::fs::read(dir.join("pmf_kt.npy")).expect("pmf");
+    assert_eq!(pmf(&killed), pmf(&whole), "the resumed run's PMF differs ({killed_in_startup} start-up kills)");
+
+    // Whatever the timing above gave, the state a kill during the start-up MD leaves (the
+    // settings written, no checkpoint yet) resumes and ends bit-identical.
+    let startup = dir.path().join("killed_in_startup");
+    std::fs::create_dir_all(&startup).expect("folder");
+    std::fs::copy(whole.join("config.json"), startup.join("config.json")).expect("config");
+    let output = cgflow_al(&["--out", startup.to_str().unwrap(), "--resume"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("stopped during its start-up"), "{stdout}");
+    assert_eq!(pmf(&startup), pmf(&whole));
+
+    // A checkpoint whose ensemble weights lost one bit is refused on resume.
+    let ensemble = whole.join("checkpoint").join("ensemble.safetensors");
+    let mut bytes = std::fs::read(&ensemble).expect("ensemble");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&ensemble, &bytes).expect("write");
+    let output = cgflow_al(&["--out", whole.to_str().unwrap(), "--resume"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("corrupted"), "{stderr}");
 }
 
 #[test]

@@ -350,6 +350,15 @@ fn flow_checkpoint_truncated_or_foreign_weights_are_errors() {
         let message = error_text(load_weights(&flow, dir.path()));
         assert!(message.contains("weights.safetensors"), "{message}");
     }
+    // One flipped bit anywhere (in the safetensors header, in a tensor's data, in the last byte)
+    // is refused, even where the file would still parse as safetensors.
+    for at in [3, 20, bytes.len() / 2, bytes.len() - 1] {
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 0x10;
+        std::fs::write(&weights_path, &flipped).unwrap();
+        let message = error_text(load_flow(dir.path(), &Device::Cpu));
+        assert!(message.contains("does not belong"), "byte {at}: {message}");
+    }
     reseal_bytes(dir.path(), &bytes);
     load_flow(dir.path(), &Device::Cpu).unwrap();
 

@@ -93,6 +93,12 @@ fn mutate(seed: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
 /// Runs `read` on `CASES` mutations of `seed`: no panic, and no more than `16 x input + 8 MiB`
 /// allocated in all (room for parsed values, a reader's fixed buffers and the error message).
 fn fuzz(name: &str, seed: &[u8], rng_seed: u64, read: impl Fn(&[u8]) -> bool) {
+    fuzz_with_companions(name, seed, 0, rng_seed, read)
+}
+
+/// [`fuzz`] for a reader that also reads unmutated companion files of `companion_bytes` in all
+/// (the weights beside a checkpoint's JSON): they count towards what the input justifies.
+fn fuzz_with_companions(name: &str, seed: &[u8], companion_bytes: usize, rng_seed: u64, read: impl Fn(&[u8]) -> bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let extra: u64 = std::env::var("CGFLOW_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut rng = ChaCha8Rng::seed_from_u64(rng_seed ^ (extra << 32));
@@ -115,7 +121,7 @@ fn fuzz(name: &str, seed: &[u8], rng_seed: u64, read: impl Fn(&[u8]) -> bool) {
             Ok(false) => err += 1,
             Err(_) => panic!("{name}: case {case} panicked on input starting {excerpt:?}"),
         }
-        let bound = 16 * input.len() + (8 << 20);
+        let bound = 16 * (input.len() + companion_bytes) + (8 << 20);
         assert!(
             largest <= bound,
             "{name}: case {case} allocated {largest} bytes for {} input bytes: {excerpt:?}",
@@ -206,5 +212,73 @@ fn run_folders_survive_mutations() {
     let settings = serde_json::to_vec_pretty(&cgflow::al::aldp::AldpAlConfig::fast()).expect("settings");
     fuzz("al settings", &settings, 10, |b| {
         serde_json::from_slice::<cgflow::al::aldp::AldpAlConfig>(b).is_ok_and(|c| c.validate().is_ok())
+    });
+}
+
+#[test]
+fn model_checkpoint_and_method_files_survive_mutations() {
+    use cgflow::al::aldp::{AlMode, AldpAl, AldpAlConfig};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tmp");
+    // A real start of the tiny active-learning preset: its checkpoint and its flow as a model.
+    let system =
+        cgflow::openmm::System::from_xml_file(&root.join("data/alanine_dipeptide/aldp_obc1.xml")).expect("system");
+    let structure =
+        cgflow::io::read_positions(&root.join("data/alanine_dipeptide/position_min_energy_nm.xyz")).expect("structure");
+    let platform = cgflow::openmm::Platform::new("CPU").expect("platform");
+    let al = AldpAl::new(AldpAlConfig::tiny(), &system, &platform, &structure.positions_nm, None).expect("al");
+    let state = al.start(AlMode::ActiveLearning, &mut |_| {}).expect("start");
+    let run = dir.path().join("run");
+    cgflow::io::al_checkpoint::save_al_state(&run, al.config(), &state).expect("save state");
+    let model = dir.path().join("model");
+    let info =
+        cgflow::io::molecule_model::MoleculeModelInfo::aldp(&system, &structure.positions_nm, 300.0).expect("info");
+    cgflow::io::molecule_model::save_molecule_model(&model, &state.flow, &info).expect("save model");
+    let cpu = candle_core::Device::Cpu;
+
+    let load_model = || cgflow::io::molecule_model::load_molecule_model(&model, &cpu).is_ok();
+    for (name, file, rng_seed) in [("flow.json", "flow.json", 11), ("molecule.json", "molecule.json", 12)] {
+        let path = model.join(file);
+        let seed = std::fs::read(&path).expect("seed");
+        fuzz(name, &seed, rng_seed, |b| {
+            std::fs::write(&path, b).expect("write");
+            load_model()
+        });
+        std::fs::write(&path, &seed).expect("restore");
+    }
+    // Weights with their checksum resealed, so that the safetensors reader itself is fuzzed.
+    let (weights_path, flow_path) = (model.join("weights.safetensors"), model.join("flow.json"));
+    let weights = std::fs::read(&weights_path).expect("weights");
+    let header: serde_json::Value = serde_json::from_slice(&std::fs::read(&flow_path).expect("flow")).expect("json");
+    fuzz("weights.safetensors (resealed)", &weights, 13, |b| {
+        let mut sealed = header.clone();
+        sealed["weights"] = serde_json::json!({"bytes": b.len(), "fnv1a64": cgflow::io::fnv1a64_hex(b)});
+        std::fs::write(&flow_path, serde_json::to_vec(&sealed).expect("json")).expect("write");
+        std::fs::write(&weights_path, b).expect("write");
+        load_model()
+    });
+
+    let state_path = run.join("checkpoint").join("state.json");
+    let seed = std::fs::read(&state_path).expect("state");
+    let checkpoint = run.join("checkpoint");
+    let companions: usize =
+        [checkpoint.join("ensemble.safetensors"), checkpoint.join("flow").join("weights.safetensors")]
+            .iter()
+            .map(|p| std::fs::metadata(p).expect("companion").len() as usize)
+            .sum();
+    fuzz_with_companions("al checkpoint state.json", &seed, companions, 14, |b| {
+        std::fs::write(&state_path, b).expect("write");
+        cgflow::io::al_checkpoint::load_al_state(&run, &al).is_ok()
+    });
+
+    let points = b"evaluations,kld,wall_s\n# from a run\n1.2e5, 0.31, 12.5\n4.4e5 0.052 40\n1.86e6,0.0078,1043\n";
+    let p = Path::new("fuzz");
+    fuzz("method points (csv)", points, 15, |b| {
+        cgflow::io::method_points::parse_method_points(&as_text(b), false, p).is_ok()
+    });
+    let log = b"{\"iteration\": 0, \"evaluations\": 120000, \"kld\": 0.31, \"wall_s\": 12.5}\n\
+                {\"iteration\": 1, \"evaluations\": 440000, \"kld\": 0.052, \"wall_s\": 40.0}\n";
+    fuzz("method points (log.jsonl)", log, 16, |b| {
+        cgflow::io::method_points::parse_method_points(&as_text(b), true, p).is_ok()
     });
 }

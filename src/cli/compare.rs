@@ -15,6 +15,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
 use cgflow::energy::toy::MullerBrown;
+use cgflow::io::method_points::{read_method_points, MethodPoint};
 use cgflow::md::mc_baseline::{muller_brown_mc_curves, muller_brown_reference, MbMcConfig};
 use cgflow::metrics::cost_curve::{
     kld_at, log_spaced_frames, md_cost_curve, mean_curve, resolves, ruler_floor, speedup_at_equal_kld,
@@ -648,13 +649,6 @@ fn speedup_to_json(p: &CostPoint, s: &SpeedupEstimate) -> serde_json::Value {
     merged
 }
 
-/// A method's point: its evaluations and KLD, and the wall time it took when known.
-#[derive(Debug, Clone, Copy)]
-struct MethodPoint {
-    point: CostPoint,
-    wall_s: Option<f64>,
-}
-
 /// A speedup as a number and what it is: `=`, at least (`>`), at most (`<`).
 fn speedup_number(s: &SpeedupEstimate) -> (f64, &'static str) {
     match *s {
@@ -752,106 +746,6 @@ fn summary(
         }));
     }
     Ok(serde_json::json!(rows))
-}
-
-/// Reads a method's (evaluations, KLD[, wall seconds]) points from CSV or JSON (see
-/// `--method-points`).
-fn read_method_points(path: &Path) -> Result<Vec<MethodPoint>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let json_lines = path.extension().is_some_and(|e| e == "jsonl");
-    let points = if text.trim_start().starts_with(['[', '{']) {
-        // JSON Lines (an active-learning `log.jsonl`): one object per line, read as an array.
-        let value: serde_json::Value = if json_lines {
-            let rows = text
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(serde_json::from_str)
-                .collect::<std::result::Result<Vec<serde_json::Value>, _>>()
-                .with_context(|| format!("{} is not valid JSON Lines", path.display()))?;
-            serde_json::Value::Array(rows)
-        } else {
-            serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))?
-        };
-        let array = match &value {
-            serde_json::Value::Array(a) => a,
-            serde_json::Value::Object(o) => ["log", "points", "iterations"]
-                .iter()
-                .find_map(|k| o.get(*k).and_then(|v| v.as_array()))
-                .with_context(|| format!("{}: no array under \"log\", \"points\" or \"iterations\"", path.display()))?,
-            _ => bail!("{}: expected an array of points", path.display()),
-        };
-        array
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let (e, k, w) = match v {
-                    serde_json::Value::Array(row) if row.len() == 2 || row.len() == 3 => {
-                        (row[0].as_f64(), row[1].as_f64(), row.get(2).and_then(|x| x.as_f64()))
-                    }
-                    serde_json::Value::Object(o) => (
-                        o.get("evaluations").and_then(|x| x.as_f64()),
-                        o.get("kld").and_then(|x| x.as_f64()),
-                        o.get("wall_s").and_then(|x| x.as_f64()),
-                    ),
-                    _ => (None, None, None),
-                };
-                match (e, k) {
-                    (Some(evaluations), Some(kld)) => {
-                        Ok(MethodPoint { point: CostPoint { evaluations, kld }, wall_s: w })
-                    }
-                    _ => bail!(
-                        "{}: point {i} is not [evaluations, kld(, wall_s)] or {{evaluations, kld(, wall_s)}}",
-                        path.display()
-                    ),
-                }
-            })
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        let mut points = Vec::new();
-        for (line_number, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let fields: Vec<&str> =
-                line.split(|c: char| c == ',' || c.is_whitespace()).filter(|f| !f.is_empty()).collect();
-            let numbers: Vec<Option<f64>> = fields.iter().map(|f| f.parse::<f64>().ok()).collect();
-            match numbers.as_slice() {
-                [Some(evaluations), Some(kld)] => {
-                    points.push(MethodPoint { point: CostPoint { evaluations: *evaluations, kld: *kld }, wall_s: None })
-                }
-                [Some(evaluations), Some(kld), Some(wall_s)] => points.push(MethodPoint {
-                    point: CostPoint { evaluations: *evaluations, kld: *kld },
-                    wall_s: Some(*wall_s),
-                }),
-                _ if points.is_empty() && numbers.iter().all(Option::is_none) => {} // a header
-                _ => bail!(
-                    "{} line {}: expected two or three numbers: evaluations, KLD (and wall seconds)",
-                    path.display(),
-                    line_number + 1
-                ),
-            }
-        }
-        points
-    };
-    if points.is_empty() {
-        bail!("{}: no (evaluations, KLD) points", path.display());
-    }
-    for (i, m) in points.iter().enumerate() {
-        let p = m.point;
-        if !(p.evaluations.is_finite() && p.evaluations > 0.0 && p.kld.is_finite() && p.kld >= 0.0) {
-            bail!(
-                "{}: point {i} ({}, {}) needs positive evaluations and a finite non-negative KLD",
-                path.display(),
-                p.evaluations,
-                p.kld
-            );
-        }
-        if let Some(w) = m.wall_s.filter(|w| !(w.is_finite() && *w > 0.0)) {
-            bail!("{}: point {i} has wall time {w} s; it must be finite and positive", path.display());
-        }
-    }
-    Ok(points)
 }
 
 /// The spread of the independent curves of the first part with more than one (the part with

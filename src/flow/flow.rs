@@ -126,6 +126,19 @@ impl FlowSpec {
         }
     }
 
+    /// A lower bound on the flow's parameter count, without building it: each coupling layer's
+    /// conditioner reads every untransformed dimension and the context through `hidden` units,
+    /// writes every transformed dimension from them, and has two `hidden x hidden` matrices per
+    /// residual block. Saturates instead of overflowing, so a hostile spec gives a huge bound,
+    /// which a reader compares with the size of the weights file before allocating anything.
+    pub fn min_parameters(&self) -> u128 {
+        let (dims, context, hidden) = (self.dims as u128, self.context as u128, self.hidden as u128);
+        let per_layer = hidden
+            .saturating_mul(dims.saturating_add(context))
+            .saturating_add(hidden.saturating_mul(hidden).saturating_mul(2).saturating_mul(self.blocks as u128));
+        per_layer.saturating_mul(self.layers as u128)
+    }
+
     /// Checks that the spec describes a buildable flow.
     pub fn validate(&self) -> Result<()> {
         if self.dims == 0 || self.layers == 0 || self.hidden == 0 {

@@ -333,6 +333,19 @@ fn read_stored(dir: &Path) -> Result<Stored> {
     }
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|e| Error::parse(&weights_path, format!("not a readable safetensors file: {e}")))?;
+    // The weights file must be able to hold the flow the spec describes (4 bytes a parameter at
+    // the least) before the flow is built: a hostile spec would otherwise allocate without bound.
+    let least_bytes = spec.min_parameters().saturating_mul(4);
+    if least_bytes > bytes.len() as u128 {
+        return Err(Error::parse(
+            &json_path,
+            format!(
+                "its spec describes a flow of at least {} parameters, more than the {} bytes of {WEIGHTS_FILE} can hold",
+                spec.min_parameters(),
+                bytes.len()
+            ),
+        ));
+    }
     Ok(Stored { weights_path, spec, training: header.training, tensors })
 }
 

@@ -16,6 +16,7 @@ pub mod cv_run;
 pub mod dcd;
 pub mod flow_checkpoint;
 pub mod inpcrd;
+pub mod method_points;
 pub mod molecule_model;
 pub mod npy;
 pub mod pdb;

@@ -255,6 +255,20 @@ fn reference_aldp_flow_has_the_published_size() {
     // About 3.8 M parameters (BRIEF section 3).
     let count = flow.params().count();
     assert!((3_700_000..3_900_000).contains(&count), "{count} parameters");
+    // The bound a reader checks the weights file against holds, and is not loose.
+    let bound = FlowSpec::aldp_conditional(Precision::F32, 0).min_parameters();
+    assert!(bound <= count as u128 && bound * 3 > count as u128, "bound {bound} for {count}");
+}
+
+#[test]
+fn min_parameters_bounds_the_parameter_count_from_below() {
+    for (hidden, blocks, context) in [(8, 0, 0), (16, 1, 3), (32, 2, 3), (5, 3, 1)] {
+        let spec = FlowSpec { hidden, blocks, context, ..spec(SPLINE, Precision::F64, 3) };
+        let count = Flow::new(&spec, &Device::Cpu).unwrap().params().count() as u128;
+        assert!(spec.min_parameters() <= count && spec.min_parameters() > 0, "{spec:?}: {count}");
+    }
+    let huge = FlowSpec { dims: usize::MAX, hidden: usize::MAX, ..spec(SPLINE, Precision::F64, 3) };
+    assert_eq!(huge.min_parameters(), u128::MAX);
 }
 
 #[test]

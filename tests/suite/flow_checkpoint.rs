@@ -423,3 +423,17 @@ fn flow_checkpoint_checks_every_tensor() {
     let message = error_text(save_flow(dir.path(), &flow, None));
     assert!(message.contains(name) && message.contains("non-finite"), "{message}");
 }
+
+#[test]
+fn a_spec_larger_than_its_weights_is_refused_before_anything_is_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = Flow::new(&spec(Precision::F64, 16), &Device::Cpu).unwrap();
+    save_flow(dir.path(), &flow, None).unwrap();
+    let json_path = dir.path().join("flow.json");
+    let mut header: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    // What a fuzzed flow.json did: 2999999999999 hidden units (a 30 TB allocation, then SIGABRT).
+    header["spec"]["hidden"] = serde_json::json!(2_999_999_999_999u64);
+    std::fs::write(&json_path, header.to_string()).unwrap();
+    let message = error_text(load_flow(dir.path(), &Device::Cpu));
+    assert!(message.contains("flow.json") && message.contains("more than the"), "{message}");
+}

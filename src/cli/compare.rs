@@ -81,6 +81,12 @@ pub struct CompareArgs {
     /// over the baseline at each point under every rule.
     #[arg(long, value_name = "FILE")]
     method_points: Option<PathBuf>,
+    /// A method's PMF in kT on the reference's grid (.npy, as `cgflow al` writes pmf_kt.npy) and
+    /// the energy evaluations it cost (and optionally its wall seconds), PMF:EVALUATIONS[:WALL_S]
+    /// (repeatable): its KLD to the reference is computed here, at this comparison's resolution,
+    /// and it joins the method's points. The way to re-read a committed run on a new reference.
+    #[arg(long = "method-pmf", value_name = "NPY:EVALUATIONS[:WALL_S]")]
+    method_pmfs: Vec<String>,
     /// Name of the method in the output and plot.
     #[arg(long, default_value = "method")]
     method_label: String,
@@ -163,7 +169,11 @@ pub fn run(args: CompareArgs) -> Result<()> {
     if let Some(t) = args.md_throughput.filter(|t| !(t.is_finite() && *t > 0.0)) {
         bail!("--md-throughput must be finite and positive, got {t}");
     }
-    let method_with_wall = args.method_points.as_deref().map(read_method_points).transpose()?;
+    let mut method_with_wall = args.method_points.as_deref().map(read_method_points).transpose()?;
+    if !args.method_pmfs.is_empty() {
+        let points = pmf_points(&args)?;
+        method_with_wall.get_or_insert_with(Vec::new).extend(points);
+    }
     let method: Option<Vec<CostPoint>> = method_with_wall.as_ref().map(|m| m.iter().map(|p| p.point).collect());
     let baseline = match &args.baseline_curves {
         Some(path) => saved_baseline(path, &rules)?,
@@ -296,6 +306,56 @@ pub fn run(args: CompareArgs) -> Result<()> {
             .with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
+}
+
+/// The method points of `--method-pmf`: each PMF's KLD to `--reference` at the comparison's
+/// resolution (its kernel smooths the model's distribution too, unless --smooth-reference-only).
+fn pmf_points(args: &CompareArgs) -> Result<Vec<MethodPoint>> {
+    let Some(reference_path) = &args.reference else {
+        bail!("--method-pmf needs --reference");
+    };
+    let reference = cgflow::io::npy::read_npy(reference_path)?;
+    let bins = match reference.shape.as_slice() {
+        [a, b] if a == b => *a,
+        other => bail!("{}: expected a square (bins, bins) array, got shape {other:?}", reference_path.display()),
+    };
+    let mut kl_reference = KlReference::new(&reference.data, BinGrid::dihedral(bins), args.smooth_reference)
+        .with_context(|| format!("reference {}", reference_path.display()))?;
+    if args.smooth_reference_only {
+        kl_reference = kl_reference.smoothing_reference_only();
+    }
+    args.method_pmfs
+        .iter()
+        .map(|spec| {
+            let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
+            let number = |text: &str, what: &str| -> Result<f64> {
+                let x: f64 =
+                    text.parse().with_context(|| format!("--method-pmf {spec}: {what} '{text}' is not a number"))?;
+                if !(x.is_finite() && x > 0.0) {
+                    bail!("--method-pmf {spec}: {what} must be finite and positive, got {x}");
+                }
+                Ok(x)
+            };
+            // PATH:E or PATH:E:W; a path may itself hold colons, so read from the right.
+            let (path, evaluations, wall_s) = match parts.as_slice() {
+                [w, e, path] if w.parse::<f64>().is_ok() && e.parse::<f64>().is_ok() => {
+                    (path.to_string(), number(e, "evaluations")?, Some(number(w, "wall seconds")?))
+                }
+                [e, rest @ ..] if !rest.is_empty() => {
+                    let path = rest.iter().rev().copied().collect::<Vec<_>>().join(":");
+                    (path, number(e, "evaluations")?, None)
+                }
+                _ => bail!("--method-pmf {spec}: expected PMF.npy:EVALUATIONS[:WALL_S]"),
+            };
+            let pmf = cgflow::io::npy::read_npy(Path::new(&path))?;
+            if pmf.shape != reference.shape {
+                bail!("{path}: a PMF of shape {:?}, the reference has {:?}", pmf.shape, reference.shape);
+            }
+            let kld = kl_reference.kl_to_free_energy(&pmf.data).with_context(|| format!("KLD of {path}"))?;
+            println!("# method PMF {path}: {evaluations:.4e} evaluations, KLD {kld:.6}");
+            Ok(MethodPoint { point: CostPoint { evaluations, kld }, wall_s })
+        })
+        .collect()
 }
 
 /// The end of an MD run: evaluations made (steps x walkers), which may exceed the last frame's.

@@ -37,7 +37,7 @@ enum Command {
     Md(md::MdArgs),
     /// Cost curves (KL divergence to a reference PMF against energy evaluations) of MD or of
     /// Müller-Brown Monte Carlo, under each empty-bin rule, and speedups at equal KLD.
-    Compare(compare::CompareArgs),
+    Compare(Box<compare::CompareArgs>),
     /// 2D umbrella sampling of alanine dipeptide's (phi, psi) and WHAM: the reference PMF.
     Umbrella(umbrella::UmbrellaArgs),
     /// The binless (MBAR) reference PMF of (phi, psi) from stored umbrella (and MD) samples, with
@@ -61,7 +61,7 @@ pub fn main() -> ExitCode {
         Command::Energy(args) => energy::run(args),
         Command::Info(args) => info::run(args),
         Command::Md(args) => md::run(args),
-        Command::Compare(args) => compare::run(args),
+        Command::Compare(args) => compare::run(*args),
         Command::Umbrella(args) => umbrella::run(args),
         Command::Reference(args) => reference::run(args),
         Command::Bg(args) => bg::run(args),

@@ -578,3 +578,34 @@ fn realisations_pool_into_the_run_of_all_their_walkers_and_their_spread_is_the_b
     one_walker_run(&slower, &[3, 3, 2, 3], 3, 100);
     assert!(fails(&slower).contains("every 100 steps"), "{}", fails(&slower));
 }
+
+#[test]
+fn method_pmfs_are_read_at_the_comparison_s_resolution() {
+    let tmp = tempfile::tempdir().unwrap();
+    let md = tmp.path().join("md");
+    tiny_run(&md, 40);
+    let reference = tmp.path().join("p.npy");
+    cgflow::io::npy::write_npy(&reference, &[2, 2], &P).unwrap();
+    // A PMF of q = (0.25, 0.25, 0.125, 0.375), up to a constant.
+    let q = [0.25, 0.25, 0.125, 0.375];
+    let pmf: Vec<f64> = q.iter().map(|x: &f64| -x.ln() + 3.0).collect();
+    let pmf_path = tmp.path().join("pmf_kt.npy");
+    cgflow::io::npy::write_npy(&pmf_path, &[2, 2], &pmf).unwrap();
+    let out_json = tmp.path().join("c.json");
+    let spec = format!("{}:30:2.5", path(&pmf_path));
+    let args =
+        ["compare", "--reference", path(&reference), "--md", path(&md), "--smooth-reference", "0", "--groups", "1"];
+    let out = cgflow(&[&args[..], &["--method-pmf", &spec, "--out", path(&out_json)]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
+    let point = &v["method"]["points"][0];
+    assert_eq!(point[0].as_f64().unwrap(), 30.0);
+    assert_eq!(point[2].as_f64().unwrap(), 2.5);
+    assert!((point[1].as_f64().unwrap() - kl(&P, &q)).abs() < 1e-12, "{point}");
+    // A PMF of another grid, and a spec without evaluations, are clear errors.
+    let small = tmp.path().join("small.npy");
+    cgflow::io::npy::write_npy(&small, &[1, 1], &[0.0]).unwrap();
+    let wrong = format!("{}:30", path(&small));
+    assert!(failing(&[&args[..], &["--method-pmf", &wrong]].concat()).contains("shape"));
+    assert!(failing(&[&args[..], &["--method-pmf", path(&pmf_path)]].concat()).contains("--method-pmf"));
+}

@@ -25,6 +25,8 @@ mod errors;
 mod flow;
 #[path = "suite/flow_checkpoint.rs"]
 mod flow_checkpoint;
+#[path = "suite/ising.rs"]
+mod ising;
 #[path = "suite/md.rs"]
 mod md;
 #[path = "suite/molecular.rs"]

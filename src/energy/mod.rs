@@ -14,6 +14,7 @@
 //! kT/nm with kT = R T.
 
 pub(crate) mod copy_grid;
+pub mod ising;
 mod openmm_pool;
 mod replica;
 pub mod toy;

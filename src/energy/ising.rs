@@ -1,0 +1,387 @@
+//! The 2D Ising model on an L x L periodic lattice, its exact references, and the continuous
+//! relaxation a Boltzmann generator samples.
+//!
+//! - [`Ising`]: spins s_i = ±1 on an L x L torus, energy E(s) = -J Σ_<ij> s_i s_j - h Σ_i s_i,
+//!   each site bonded to its right and lower neighbour (2 L² bonds; on L = 2 each pair of sites is
+//!   bonded twice, as on any torus built this way). Temperatures are in units of J / k_B.
+//! - Exact references: [`Ising::enumerate`] (every state, L² <= 20: the energy and |magnetisation|
+//!   distributions), and [`Ising::kaufman_log_z`] (Kaufman's closed form of the finite-lattice
+//!   partition function at h = 0, any L), with [`Ising::kaufman_mean_energy`] from it.
+//! - [`IsingField`]: the Hubbard-Stratonovich (Gaussian-integral) transform. With
+//!   K = J A / T + c I (A the adjacency matrix, c making K positive definite; c I adds the
+//!   constant c N / 2 to every state's -E/T because s_i² = 1), summing the spins out of
+//!   exp(-x^T K^-1 x / 2 + x^T s + h/T Σ s) leaves a smooth density on x ∈ R^N,
+//!   u(x) = x^T K^-1 x / 2 - Σ_i ln 2 cosh(x_i + h/T),
+//!   and given x the spins are independent with p(s_i = +1 | x) = e^(x_i + h/T) / 2 cosh(x_i + h/T).
+//!   So a sampler of u, followed by spins drawn from p(s | x), samples the Ising model exactly,
+//!   and importance weights of x are importance weights of (x, s). The partition functions are
+//!   related by [`IsingField::log_z_spins`].
+
+use nalgebra::{DMatrix, DVector};
+
+use super::toy::Potential;
+use crate::error::{Error, Result};
+
+/// Largest lattice that [`Ising::enumerate`] enumerates: 2^20 states.
+pub const MAX_ENUMERATED_SITES: usize = 20;
+
+/// Largest lattice that [`IsingField`] relaxes (it keeps dense N x N matrices).
+pub const MAX_FIELD_SITES: usize = 4096;
+
+/// The 2D Ising model on an L x L torus.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ising {
+    size: usize,
+    coupling_j: f64,
+    field_h: f64,
+}
+
+/// Exact equilibrium values of an Ising model at one temperature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IsingExact {
+    /// Temperature, J / k_B.
+    pub temperature: f64,
+    /// ln Z, Z = Σ_s exp(-E(s) / T).
+    pub log_z: f64,
+    /// Free energy -T ln Z.
+    pub free_energy: f64,
+    /// <E>.
+    pub mean_energy: f64,
+    /// <|M|>, M = Σ_i s_i.
+    pub mean_abs_magnetisation: f64,
+    /// (E, probability) for every energy level, ascending in E.
+    pub energy_probabilities: Vec<(f64, f64)>,
+    /// (|M|, probability) for every |M| level, ascending.
+    pub abs_magnetisation_probabilities: Vec<(u64, f64)>,
+}
+
+impl Ising {
+    /// An L x L model with coupling J and field h. Errors on L < 2 and on a coupling or field
+    /// that is not finite.
+    ///
+    /// ```
+    /// let ising = cgflow::energy::ising::Ising::new(3, 1.0, 0.0).unwrap();
+    /// assert_eq!(ising.sites(), 9);
+    /// assert!(cgflow::energy::ising::Ising::new(1, 1.0, 0.0).is_err());
+    /// ```
+    pub fn new(size: usize, coupling_j: f64, field_h: f64) -> Result<Self> {
+        if size < 2 {
+            return Err(Error::invalid(format!("an Ising lattice needs a size L >= 2, got {size}")));
+        }
+        if size > 65_536 {
+            return Err(Error::invalid(format!("an Ising lattice of size {size} is too large (at most 65536)")));
+        }
+        if !coupling_j.is_finite() || !field_h.is_finite() {
+            return Err(Error::invalid(format!(
+                "the Ising coupling J and field h must be finite, got J = {coupling_j}, h = {field_h}"
+            )));
+        }
+        Ok(Self { size, coupling_j, field_h })
+    }
+
+    /// L.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// L².
+    pub fn sites(&self) -> usize {
+        self.size * self.size
+    }
+
+    /// J.
+    pub fn coupling_j(&self) -> f64 {
+        self.coupling_j
+    }
+
+    /// h.
+    pub fn field_h(&self) -> f64 {
+        self.field_h
+    }
+
+    /// The 2 L² bonds (i, j): each site with its right and its lower neighbour.
+    pub fn bonds(&self) -> Vec<(usize, usize)> {
+        let l = self.size;
+        (0..l)
+            .flat_map(|r| {
+                (0..l).flat_map(move |c| [(r * l + c, r * l + (c + 1) % l), (r * l + c, ((r + 1) % l) * l + c)])
+            })
+            .collect()
+    }
+
+    /// E(s) for spins ±1, row by row. Errors on a wrong number of spins or a spin that is not ±1.
+    pub fn energy(&self, spins: &[i8]) -> Result<f64> {
+        self.check_spins(spins)?;
+        Ok(self.energy_unchecked(spins))
+    }
+
+    fn energy_unchecked(&self, spins: &[i8]) -> f64 {
+        let bonds: i64 = self.bonds().iter().map(|&(i, j)| i64::from(spins[i] * spins[j])).sum();
+        let m: i64 = spins.iter().map(|&s| i64::from(s)).sum();
+        -self.coupling_j * bonds as f64 - self.field_h * m as f64
+    }
+
+    fn check_spins(&self, spins: &[i8]) -> Result<()> {
+        if spins.len() != self.sites() {
+            return Err(Error::invalid(format!(
+                "{} spins for an Ising lattice of {} sites",
+                spins.len(),
+                self.sites()
+            )));
+        }
+        if let Some(i) = spins.iter().position(|&s| s != 1 && s != -1) {
+            return Err(Error::invalid(format!("spin {i} is {}, not +1 or -1", spins[i])));
+        }
+        Ok(())
+    }
+
+    /// Exact values by enumerating all 2^(L²) states (L² <= [`MAX_ENUMERATED_SITES`]).
+    pub fn enumerate(&self, temperature: f64) -> Result<IsingExact> {
+        check_temperature(temperature)?;
+        let n = self.sites();
+        if n > MAX_ENUMERATED_SITES {
+            return Err(Error::invalid(format!(
+                "enumerating an Ising lattice of {n} sites (2^{n} states): at most {MAX_ENUMERATED_SITES} sites"
+            )));
+        }
+        // Bond and spin sums per state; energies are -J b - h m, so levels are keyed by (b, m).
+        let bonds = self.bonds();
+        let mut levels: std::collections::BTreeMap<(i64, i64), u64> = std::collections::BTreeMap::new();
+        for state in 0u32..(1u32 << n) {
+            let spin = |i: usize| if state >> i & 1 == 1 { 1i64 } else { -1 };
+            let b: i64 = bonds.iter().map(|&(i, j)| spin(i) * spin(j)).sum();
+            let m: i64 = (0..n).map(spin).sum();
+            *levels.entry((b, m)).or_default() += 1;
+        }
+        let exponent = |b: i64, m: i64| (self.coupling_j * b as f64 + self.field_h * m as f64) / temperature;
+        let largest = levels.keys().map(|&(b, m)| exponent(b, m)).fold(f64::NEG_INFINITY, f64::max);
+        let weight = |b: i64, m: i64, count: u64| count as f64 * (exponent(b, m) - largest).exp();
+        let total: f64 = levels.iter().map(|(&(b, m), &c)| weight(b, m, c)).sum();
+        let log_z = largest + total.ln();
+        let mut by_energy: std::collections::BTreeMap<i64, f64> = std::collections::BTreeMap::new();
+        let mut by_abs_m: std::collections::BTreeMap<u64, f64> = std::collections::BTreeMap::new();
+        let (mut mean_energy, mut mean_abs_m) = (0.0, 0.0);
+        for (&(b, m), &count) in &levels {
+            let p = weight(b, m, count) / total;
+            let e = -self.coupling_j * b as f64 - self.field_h * m as f64;
+            mean_energy += p * e;
+            mean_abs_m += p * m.unsigned_abs() as f64;
+            // Energy levels keyed exactly: by (b, m) collapsed to E through a fixed-point key.
+            *by_energy.entry(energy_key(e)).or_default() += p;
+            *by_abs_m.entry(m.unsigned_abs()).or_default() += p;
+        }
+        Ok(IsingExact {
+            temperature,
+            log_z,
+            free_energy: -temperature * log_z,
+            mean_energy,
+            mean_abs_magnetisation: mean_abs_m,
+            energy_probabilities: by_energy.into_iter().map(|(k, p)| (k as f64 / ENERGY_KEY_SCALE, p)).collect(),
+            abs_magnetisation_probabilities: by_abs_m.into_iter().collect(),
+        })
+    }
+
+    /// ln Z at h = 0 from Kaufman's closed form for the finite L x L torus (B. Kaufman, Phys. Rev.
+    /// 76, 1232 (1949); in the form of P. D. Beale, Phys. Rev. Lett. 76, 78 (1996)):
+    /// Z = ½ (2 sinh 2K)^(N/2) (Z1 + Z2 + Z3 + Z4) with K = J / T,
+    /// Z1,2 = Π_{k odd} 2 cosh, 2 sinh (L γ_k / 2), Z3,4 = Π_{k even} 2 cosh, 2 sinh (L γ_k / 2)
+    /// over k = 0 .. 2L - 1, cosh γ_k = cosh 2K coth 2K - cos(π k / L) and γ_0 = 2K + ln tanh K.
+    /// Errors when h != 0 or J <= 0 (the closed form is for the ferromagnet in zero field).
+    pub fn kaufman_log_z(&self, temperature: f64) -> Result<f64> {
+        check_temperature(temperature)?;
+        if self.field_h != 0.0 || self.coupling_j <= 0.0 {
+            return Err(Error::invalid(format!(
+                "Kaufman's partition function is for J > 0 and h = 0 (this model: J = {}, h = {})",
+                self.coupling_j, self.field_h
+            )));
+        }
+        let k = self.coupling_j / temperature;
+        let l = self.size as f64;
+        let gamma = |index: usize| -> f64 {
+            if index == 0 {
+                2.0 * k + k.tanh().ln()
+            } else {
+                let c = (2.0 * k).cosh() / (2.0 * k).tanh() - (std::f64::consts::PI * index as f64 / l).cos();
+                (c + (c * c - 1.0).sqrt()).ln()
+            }
+        };
+        // Each product in log space with its sign (only a sinh of γ_0 < 0 can be negative).
+        let mut terms = [(0.0f64, 1.0f64); 4];
+        for index in 0..2 * self.size {
+            let half = l * gamma(index) / 2.0;
+            let (cosh_term, sinh_term) = if index % 2 == 1 { (0, 1) } else { (2, 3) };
+            terms[cosh_term].0 += ln_2cosh(half);
+            let (ln_abs, sign) = ln_2sinh_abs(half);
+            terms[sinh_term].0 += ln_abs;
+            terms[sinh_term].1 *= sign;
+        }
+        let largest = terms.iter().map(|t| t.0).fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = terms.iter().map(|&(ln_abs, sign)| sign * (ln_abs - largest).exp()).sum();
+        if sum <= 0.0 {
+            return Err(Error::invalid(format!("Kaufman's sum is not positive at T = {temperature}")));
+        }
+        let n = self.sites() as f64;
+        Ok(-std::f64::consts::LN_2 + n / 2.0 * (2.0 * (2.0 * k).sinh()).ln() + largest + sum.ln())
+    }
+
+    /// <E> at h = 0 from Kaufman's ln Z: -d ln Z / d(1/T), by a central difference of step
+    /// 1e-5 / T in 1/T (its error is of order 1e-10 relative).
+    pub fn kaufman_mean_energy(&self, temperature: f64) -> Result<f64> {
+        check_temperature(temperature)?;
+        let beta = 1.0 / temperature;
+        let step = 1e-5 * beta;
+        let up = self.kaufman_log_z(1.0 / (beta + step))?;
+        let down = self.kaufman_log_z(1.0 / (beta - step))?;
+        Ok(-(up - down) / (2.0 * step))
+    }
+}
+
+/// Energy levels are multiples of J and h; keys at this resolution collect equal energies.
+const ENERGY_KEY_SCALE: f64 = 1e9;
+
+fn energy_key(e: f64) -> i64 {
+    (e * ENERGY_KEY_SCALE).round() as i64
+}
+
+fn check_temperature(temperature: f64) -> Result<()> {
+    if temperature.is_finite() && temperature > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!("the Ising temperature must be finite and positive, got {temperature}")))
+    }
+}
+
+/// ln(2 cosh x) without overflow.
+fn ln_2cosh(x: f64) -> f64 {
+    let a = x.abs();
+    a + (-2.0 * a).exp().ln_1p()
+}
+
+/// (ln |2 sinh x|, sign of x) without overflow; ln 0 = -inf at x = 0.
+fn ln_2sinh_abs(x: f64) -> (f64, f64) {
+    let a = x.abs();
+    (a + (-(-2.0 * a).exp()).ln_1p(), if x < 0.0 { -1.0 } else { 1.0 })
+}
+
+/// The Hubbard-Stratonovich relaxation of an [`Ising`] model at one temperature: the smooth
+/// reduced energy u(x) on R^N whose spins-given-x are independent (see the module docs).
+#[derive(Debug, Clone)]
+pub struct IsingField {
+    ising: Ising,
+    temperature: f64,
+    shift: f64,
+    /// K^-1, N x N.
+    precision: DMatrix<f64>,
+    /// ln det K.
+    log_det_k: f64,
+}
+
+impl IsingField {
+    /// The relaxation at `temperature` with K = J A / T + c I, c = 4 |J| / T + `margin` (the
+    /// adjacency matrix of the torus has eigenvalues in [-4, 4], so K is positive definite for any
+    /// margin > 0). Errors on a margin that is not finite and positive, on J = 0 (no coupling to
+    /// relax), on more than [`MAX_FIELD_SITES`] sites and on a bad temperature.
+    pub fn new(ising: Ising, temperature: f64, margin: f64) -> Result<Self> {
+        check_temperature(temperature)?;
+        if !(margin.is_finite() && margin > 0.0) {
+            return Err(Error::invalid(format!("the shift margin must be finite and positive, got {margin}")));
+        }
+        if ising.coupling_j == 0.0 {
+            return Err(Error::invalid("an Ising model with J = 0 has no coupling to relax"));
+        }
+        let n = ising.sites();
+        if n > MAX_FIELD_SITES {
+            return Err(Error::invalid(format!(
+                "the relaxation keeps a dense {n} x {n} coupling matrix: at most {MAX_FIELD_SITES} sites (L <= 64)"
+            )));
+        }
+        let shift = 4.0 * ising.coupling_j.abs() / temperature + margin;
+        let mut k = DMatrix::<f64>::identity(n, n) * shift;
+        for (i, j) in ising.bonds() {
+            let w = ising.coupling_j / temperature;
+            k[(i, j)] += w;
+            k[(j, i)] += w;
+        }
+        let cholesky = k
+            .clone()
+            .cholesky()
+            .ok_or_else(|| Error::invalid("the shifted coupling matrix is not positive definite"))?;
+        let log_det_k = 2.0 * cholesky.l().diagonal().iter().map(|d| d.ln()).sum::<f64>();
+        let precision = cholesky.inverse();
+        Ok(Self { ising, temperature, shift, precision, log_det_k })
+    }
+
+    /// The model relaxed.
+    pub fn ising(&self) -> &Ising {
+        &self.ising
+    }
+
+    /// Its temperature.
+    pub fn temperature(&self) -> f64 {
+        self.temperature
+    }
+
+    /// The diagonal shift c of K.
+    pub fn shift(&self) -> f64 {
+        self.shift
+    }
+
+    /// ln Z of the spins from ln Z_x = ln ∫ exp(-u(x)) dx:
+    /// ln Z = ln Z_x - (N/2) ln 2π - ½ ln det K - c N / 2.
+    pub fn log_z_spins(&self, log_z_field: f64) -> f64 {
+        let n = self.ising.sites() as f64;
+        log_z_field - n / 2.0 * (2.0 * std::f64::consts::PI).ln() - 0.5 * self.log_det_k - self.shift * n / 2.0
+    }
+
+    /// p(s_i = +1 | x) for every site.
+    pub fn spin_up_probabilities(&self, x: &[f64]) -> Result<Vec<f64>> {
+        self.check(x)?;
+        let h = self.ising.field_h / self.temperature;
+        Ok(x.iter().map(|&xi| 1.0 / (1.0 + (-2.0 * (xi + h)).exp())).collect())
+    }
+
+    /// E[E(s) | x]: the energy averaged over the spins given x, exact (no sampling), since the
+    /// spins are independent given x and no bond joins a site to itself.
+    pub fn mean_energy_given(&self, x: &[f64]) -> Result<f64> {
+        self.check(x)?;
+        let h = self.ising.field_h / self.temperature;
+        let m: Vec<f64> = x.iter().map(|&xi| (xi + h).tanh()).collect();
+        let bonds: f64 = self.ising.bonds().iter().map(|&(i, j)| m[i] * m[j]).sum();
+        Ok(-self.ising.coupling_j * bonds - self.ising.field_h * m.iter().sum::<f64>())
+    }
+
+    fn check(&self, x: &[f64]) -> Result<()> {
+        if x.len() != self.ising.sites() {
+            return Err(Error::invalid(format!("{} field values for {} sites", x.len(), self.ising.sites())));
+        }
+        Ok(())
+    }
+}
+
+impl Potential for IsingField {
+    fn dim(&self) -> usize {
+        self.ising.sites()
+    }
+
+    fn energy(&self, x: &[f64]) -> f64 {
+        let mut grad = vec![0.0; x.len()];
+        self.energy_and_gradient(x, &mut grad)
+    }
+
+    fn energy_and_gradient(&self, x: &[f64], grad: &mut [f64]) -> f64 {
+        let n = self.ising.sites();
+        if x.len() != n || grad.len() != n {
+            grad.iter_mut().for_each(|g| *g = f64::NAN);
+            return f64::NAN;
+        }
+        let h = self.ising.field_h / self.temperature;
+        let v = DVector::from_column_slice(x);
+        let kx = &self.precision * &v;
+        let mut u = 0.5 * v.dot(&kx);
+        for i in 0..n {
+            u -= ln_2cosh(x[i] + h);
+            grad[i] = kx[i] - (x[i] + h).tanh();
+        }
+        u
+    }
+}

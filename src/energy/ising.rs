@@ -135,6 +135,53 @@ impl Ising {
         Ok(())
     }
 
+    /// Single-spin-flip Metropolis at `temperature` from a random start: `burn_in_sweeps`, then
+    /// `samples` states recorded every `thin_sweeps` sweeps (a sweep is L² proposals), flat
+    /// `[sample][site]`. Returns the samples and the energy evaluations made (one per proposal).
+    pub fn metropolis<R: rand::Rng>(
+        &self,
+        temperature: f64,
+        samples: usize,
+        thin_sweeps: usize,
+        burn_in_sweeps: usize,
+        rng: &mut R,
+    ) -> Result<(Vec<i8>, u64)> {
+        check_temperature(temperature)?;
+        if thin_sweeps == 0 {
+            return Err(Error::invalid("Metropolis needs at least one sweep between samples"));
+        }
+        let (l, n) = (self.size, self.sites());
+        let mut spins: Vec<i8> = (0..n).map(|_| if rng.gen::<bool>() { 1 } else { -1 }).collect();
+        let neighbours = |i: usize| {
+            let (r, c) = (i / l, i % l);
+            [r * l + (c + 1) % l, r * l + (c + l - 1) % l, ((r + 1) % l) * l + c, ((r + l - 1) % l) * l + c]
+        };
+        let mut proposals: u64 = 0;
+        let mut out = Vec::with_capacity(samples * n);
+        let mut sweep = |spins: &mut Vec<i8>| {
+            for _ in 0..n {
+                let i = rng.gen_range(0..n);
+                let field: f64 =
+                    neighbours(i).iter().map(|&j| f64::from(spins[j])).sum::<f64>() * self.coupling_j + self.field_h;
+                let delta = 2.0 * f64::from(spins[i]) * field;
+                if delta <= 0.0 || rng.gen::<f64>() < (-delta / temperature).exp() {
+                    spins[i] = -spins[i];
+                }
+            }
+            proposals += n as u64;
+        };
+        for _ in 0..burn_in_sweeps {
+            sweep(&mut spins);
+        }
+        for _ in 0..samples {
+            for _ in 0..thin_sweeps {
+                sweep(&mut spins);
+            }
+            out.extend_from_slice(&spins);
+        }
+        Ok((out, proposals))
+    }
+
     /// Exact values by enumerating all 2^(L²) states (L² <= [`MAX_ENUMERATED_SITES`]).
     pub fn enumerate(&self, temperature: f64) -> Result<IsingExact> {
         check_temperature(temperature)?;
@@ -270,6 +317,10 @@ pub struct IsingField {
     ising: Ising,
     temperature: f64,
     shift: f64,
+    /// K, N x N.
+    coupling: DMatrix<f64>,
+    /// The lower Cholesky factor of K.
+    coupling_cholesky: DMatrix<f64>,
     /// K^-1, N x N.
     precision: DMatrix<f64>,
     /// ln det K.
@@ -306,9 +357,10 @@ impl IsingField {
             .clone()
             .cholesky()
             .ok_or_else(|| Error::invalid("the shifted coupling matrix is not positive definite"))?;
-        let log_det_k = 2.0 * cholesky.l().diagonal().iter().map(|d| d.ln()).sum::<f64>();
+        let coupling_cholesky = cholesky.l();
+        let log_det_k = 2.0 * coupling_cholesky.diagonal().iter().map(|d| d.ln()).sum::<f64>();
         let precision = cholesky.inverse();
-        Ok(Self { ising, temperature, shift, precision, log_det_k })
+        Ok(Self { ising, temperature, shift, coupling: k, coupling_cholesky, precision, log_det_k })
     }
 
     /// The model relaxed.
@@ -324,6 +376,22 @@ impl IsingField {
     /// The diagonal shift c of K.
     pub fn shift(&self) -> f64 {
         self.shift
+    }
+
+    /// Draws x from p(x | s) = N(K s, K), the field given the spins: how spin samples (from
+    /// Metropolis) become training data of a generator of x. Errors on a bad spin vector.
+    pub fn sample_field_given_spins<R: rand::Rng>(&self, spins: &[i8], rng: &mut R) -> Result<Vec<f64>> {
+        self.ising.check_spins(spins)?;
+        let n = spins.len();
+        let s = DVector::from_iterator(n, spins.iter().map(|&v| f64::from(v)));
+        let noise = DVector::from_iterator(n, (0..n).map(|_| rng.sample::<f64, _>(rand_distr::StandardNormal)));
+        Ok((&self.coupling * s + &self.coupling_cholesky * noise).iter().copied().collect())
+    }
+
+    /// Draws spins from p(s | x): independent, up with probability
+    /// [`IsingField::spin_up_probabilities`].
+    pub fn sample_spins_given_field<R: rand::Rng>(&self, x: &[f64], rng: &mut R) -> Result<Vec<i8>> {
+        Ok(self.spin_up_probabilities(x)?.into_iter().map(|p| if rng.gen::<f64>() < p { 1 } else { -1 }).collect())
     }
 
     /// ln Z of the spins from ln Z_x = ln ∫ exp(-u(x)) dx:

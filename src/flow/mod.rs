@@ -10,6 +10,7 @@ pub mod bg;
 pub mod coupling;
 #[allow(clippy::module_inception)]
 pub mod flow;
+pub mod ising_bg;
 pub mod linear;
 pub mod mlp;
 pub mod molecular;

@@ -149,3 +149,36 @@ fn bad_ising_input_gets_clear_errors() {
     assert!(field.energy(&[0.0; 3]).is_nan());
     assert!(field.spin_up_probabilities(&[0.0; 3]).is_err());
 }
+
+#[test]
+fn the_generator_reweights_to_the_exact_values_at_l4() {
+    use cgflow::flow::ising_bg::{run_ising_bg, IsingBgConfig};
+    for t in [2.0, 2.27, 3.0] {
+        let outcome = run_ising_bg(&IsingBgConfig::fast(4, t), &mut |_, _, _| {}).unwrap();
+        let exact = outcome.exact.as_ref().unwrap();
+        let e = outcome.estimates;
+        eprintln!(
+            "T {t}: ESS {:.0} of {}; E {:.4} +- {:.4} (exact {:.4}); |M| {:.4} +- {:.4} (exact {:.4}); F {:.4} +- {:.4} (exact {:.4})",
+            e.ess, e.samples, e.mean_energy.value, e.mean_energy.standard_error, exact.mean_energy,
+            e.mean_abs_magnetisation.value, e.mean_abs_magnetisation.standard_error, exact.mean_abs_magnetisation,
+            e.free_energy.value, e.free_energy.standard_error, exact.free_energy
+        );
+        for (name, got, want) in [
+            ("<E>", e.mean_energy, exact.mean_energy),
+            ("<|M|>", e.mean_abs_magnetisation, exact.mean_abs_magnetisation),
+            ("F", e.free_energy, exact.free_energy),
+        ] {
+            assert!(
+                got.standard_error > 0.0 && got.standard_error < 0.05 * want.abs().max(1.0),
+                "T {t} {name}: {got:?}"
+            );
+            let z = (got.value - want) / got.standard_error;
+            assert!(
+                z.abs() < 3.0,
+                "T {t} {name}: {} +- {} vs exact {want} (z = {z:.2})",
+                got.value,
+                got.standard_error
+            );
+        }
+    }
+}

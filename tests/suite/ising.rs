@@ -182,3 +182,49 @@ fn the_generator_reweights_to_the_exact_values_at_l4() {
         }
     }
 }
+
+#[test]
+fn cgflow_bg_ising_writes_its_figure_and_report_and_refuses_bad_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ising");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cgflow"))
+            .args(["bg", "--system", "ising", "--out", out.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let done = run(&[
+        "--size",
+        "3",
+        "--temperature",
+        "3.0",
+        "--ml-steps",
+        "60",
+        "--mixed-steps",
+        "20",
+        "--eval-samples",
+        "2000",
+    ]);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(std::fs::metadata(out.join("generator.png")).unwrap().len() > 10_000);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let exact = Ising::new(3, 1.0, 0.0).unwrap().enumerate(3.0).unwrap();
+    assert_eq!(report["mean_energy"]["exact"].as_f64().unwrap(), exact.mean_energy);
+    assert_eq!(report["free_energy"]["exact"].as_f64().unwrap(), exact.free_energy);
+    assert!(
+        report["ess"].as_f64().unwrap() > 1.0
+            && report["mean_abs_magnetisation"]["standard_error"].as_f64().unwrap() > 0.0
+    );
+    for (args, why) in [
+        (&["--size", "1"][..], "L >= 2"),
+        (&["--temperature=-2"][..], "temperature must be finite and positive"),
+        (&["--temperature", "nan"][..], "temperature must be finite and positive"),
+        (&["--size", "65"][..], "at most 4096 sites"),
+    ] {
+        let failed = run(args);
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(failed.status.code() == Some(1) && stderr.contains(why), "{args:?}: {stderr}");
+    }
+}

@@ -281,10 +281,10 @@ fn run_ising(args: &BgArgs) -> Result<()> {
         Series { label: "generator, reweighted", x: &m_levels, y: &m_reweighted },
     ];
     if let Some(p) = &exact_e {
-        e_series.push(Series { label: "exact (enumeration)", x: &e_levels, y: p });
+        e_series.push(Series { label: "exact", x: &e_levels, y: p });
     }
     if let Some(p) = &exact_m {
-        m_series.push(Series { label: "exact (enumeration)", x: &m_levels, y: p });
+        m_series.push(Series { label: "exact", x: &m_levels, y: p });
     }
     let figure = args.out.join("generator.png");
     let title = format!("Ising Boltzmann generator: L = {l}, T = {temperature:.4}");
@@ -348,7 +348,13 @@ fn run_ising(args: &BgArgs) -> Result<()> {
         "mean_abs_magnetisation": against(&e.mean_abs_magnetisation, exact.map(|x| x.mean_abs_magnetisation)),
         "free_energy": against(&e.free_energy, exact.map(|x| x.free_energy)),
         "log_z": against(&e.log_z, exact.map(|x| x.log_z)),
-        "exact_from": if n <= cgflow::energy::ising::MAX_ENUMERATED_SITES { "enumeration" } else { "Kaufman (ln Z, <E>); no exact <|M|>" },
+        "exact_from": if n <= cgflow::energy::ising::MAX_ENUMERATED_SITES {
+            "enumeration"
+        } else if l <= cgflow::energy::ising::MAX_TRANSFER_SIZE {
+            "Kaufman's closed form (ln Z, <E>) and the transfer matrix (|M|)"
+        } else {
+            "Kaufman's closed form (ln Z, <E>); no exact <|M|>"
+        },
         "energy_evaluations": out.evaluations,
         "wall_s": wall_s,
         "final_loss": out.history.last().map(|h| h.1),

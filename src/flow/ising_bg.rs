@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::flow::{CouplingKind, Flow, FlowSpec, Precision};
 use super::optim::{Adam, AdamConfig};
 use super::train::{kl_loss, ml_loss, EnergyLossConfig, PotentialTarget, TargetEnergy};
-use crate::energy::ising::{Ising, IsingExact, IsingField, MAX_ENUMERATED_SITES};
+use crate::energy::ising::{Ising, IsingExact, IsingField, MAX_ENUMERATED_SITES, MAX_TRANSFER_SIZE};
 use crate::energy::toy::evaluate_batch;
 use crate::error::{Error, Result};
 use crate::metrics::weights::effective_sample_size;
@@ -139,8 +139,8 @@ pub struct IsingBgOutcome {
     pub flow: Flow,
     /// Reweighted estimates.
     pub estimates: IsingEstimates,
-    /// Exact values: by enumeration (L² <= 20), else Kaufman's ln Z and <E> (h = 0) without
-    /// distributions; `None` otherwise.
+    /// Exact values: by enumeration (L² <= 20), else Kaufman's ln Z and <E> (h = 0) with the
+    /// transfer matrix's |M| distribution (L <= 8; no energy distribution); `None` otherwise.
     pub exact: Option<IsingExact>,
     /// Metropolis spin samples (training data), flat `[sample][site]`.
     pub mc_spins: Vec<i8>,
@@ -163,14 +163,18 @@ pub fn exact_values(ising: &Ising, temperature: f64) -> Result<Option<IsingExact
         return Ok(None);
     }
     let log_z = ising.kaufman_log_z(temperature)?;
+    let abs_m =
+        if ising.size() <= MAX_TRANSFER_SIZE { ising.transfer_matrix_abs_magnetisation(temperature)? } else { vec![] };
+    let mean_abs_magnetisation =
+        if abs_m.is_empty() { f64::NAN } else { abs_m.iter().map(|&(m, p)| m as f64 * p).sum() };
     Ok(Some(IsingExact {
         temperature,
         log_z,
         free_energy: -temperature * log_z,
         mean_energy: ising.kaufman_mean_energy(temperature)?,
-        mean_abs_magnetisation: f64::NAN,
+        mean_abs_magnetisation,
         energy_probabilities: vec![],
-        abs_magnetisation_probabilities: vec![],
+        abs_magnetisation_probabilities: abs_m,
     }))
 }
 

@@ -62,6 +62,24 @@ fn enumeration_and_kaufman_agree_with_brute_force() {
 }
 
 #[test]
+fn the_transfer_matrix_gives_the_enumerated_magnetisation_distribution() {
+    for (l, j, h, t) in
+        [(2, 1.0, 0.0, 2.0), (3, 1.0, 0.0, 2.269), (4, 1.0, 0.0, 1.8), (4, 1.0, 0.25, 3.0), (3, -0.5, 0.1, 1.2)]
+    {
+        let ising = Ising::new(l, j, h).unwrap();
+        let exact = ising.enumerate(t).unwrap().abs_magnetisation_probabilities;
+        let transfer = ising.transfer_matrix_abs_magnetisation(t).unwrap();
+        assert_eq!(exact.len(), transfer.len(), "L {l}");
+        for ((m, p), (m2, p2)) in exact.iter().zip(&transfer) {
+            assert_eq!(m, m2);
+            assert!((p - p2).abs() < 1e-12, "L {l} T {t} |M| {m}: {p} vs {p2}");
+        }
+    }
+    let too_big = Ising::new(9, 1.0, 0.0).unwrap();
+    assert!(too_big.transfer_matrix_abs_magnetisation(2.0).unwrap_err().to_string().contains("at most L = 8"));
+}
+
+#[test]
 fn kaufman_reaches_large_lattices_and_the_thermodynamic_limit() {
     // Onsager's free energy per site at T_c: -T_c (ln 2 / 2 + 2G / pi), G Catalan's constant.
     let t_c = 2.0 / (1.0 + std::f64::consts::SQRT_2).ln();

@@ -371,6 +371,8 @@ struct Baseline {
     floor: Option<HalvesNoiseFloor>,
     end_of_run: Option<EndOfRun>,
     rules: Vec<RuleCurves>,
+    /// Whether the reference is exact (quadrature), so that it has no noise floor.
+    exact_reference: bool,
     /// Short name for legends.
     name: &'static str,
     title: String,
@@ -475,6 +477,7 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
         floor,
         end_of_run: complete.then_some(EndOfRun { evaluations_made: (steps * walkers as u64) as f64 }),
         rules: rule_curves,
+        exact_reference: false,
         name: "MD",
         title: MD_TITLE.into(),
     })
@@ -593,6 +596,7 @@ fn muller_brown_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<B
         floor: None,
         end_of_run: None,
         rules: rule_curves,
+        exact_reference: true,
         name: "Metropolis MC",
         title: MB_TITLE.into(),
     })
@@ -673,6 +677,7 @@ fn saved_baseline(path: &Path, rules: &[EmptyBinRule]) -> Result<Baseline> {
         floor,
         end_of_run: saved["end_of_run_evaluations_made"].as_f64().map(|e| EndOfRun { evaluations_made: e }),
         rules: rule_curves,
+        exact_reference: muller_brown,
         name: if muller_brown { "Metropolis MC" } else { "MD" },
         title: if muller_brown { MB_TITLE.into() } else { MD_TITLE.into() },
     })
@@ -738,6 +743,9 @@ fn summary(
             "# a rule's floor: the reference's noise floor {f:.2e} plus the rule's own bias; a KLD below {RESOLUTION_FACTOR}x \
              the floor is not resolved"
         ),
+        None if baseline.exact_reference => {
+            println!("# the reference is exact (no noise floor): each rule's floor is its own bias")
+        }
         None => println!("# the reference's noise floor is unknown (no halves): each rule's floor is its own bias only"),
     }
     match md_throughput {

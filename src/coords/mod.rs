@@ -7,12 +7,14 @@
 //! - [`transform`]: the two together on batches ([`InternalCoordinates`]);
 //! - [`aldp`]: alanine dipeptide as data; [`builder`]: a Z-matrix from a bond graph;
 //! - [`cg`]: splitting CG and fine coordinates, linear CG maps of the 2D toys;
+//! - [`chirality`]: chiral centres of any molecule and the check that a structure keeps them;
 //! - [`align`]: RMSD after optimal superposition.
 
 pub mod aldp;
 pub mod align;
 pub mod builder;
 pub mod cg;
+pub mod chirality;
 pub mod geometry;
 pub mod normalize;
 pub mod transform;

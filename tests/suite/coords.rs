@@ -177,6 +177,43 @@ fn chirality_flags_the_mirror_image() {
 }
 
 #[test]
+fn chiral_centres_are_found_from_the_bond_graph_and_agree_with_the_aldp_check() {
+    use cgflow::coords::chirality::{chiral_centres, keeps_chirality};
+    let system = System::from_xml_file(&aldp_file("aldp_obc1.xml")).expect("system");
+    let (masses, bonds) = (system.masses().expect("masses"), system.bonds().expect("bonds"));
+    let x = min_energy_positions();
+    let centres = chiral_centres(&masses, &bonds, &x).expect("centres");
+    // Alanine dipeptide has one: CA (8), among N (6), C (14), CB (10) and HA (9).
+    assert_eq!(centres.len(), 1, "{centres:?}");
+    let mut around = centres[0].substituents;
+    around.sort_unstable();
+    assert_eq!((centres[0].atom, around), (8, [6, 9, 10, 14]));
+    // Against the hand-written L/D check on MD-like structures and their mirror images.
+    let mut batch = md_like(20, 5);
+    let mirrored: Vec<f64> = batch.iter().enumerate().map(|(i, v)| if i % 3 == 0 { -v } else { *v }).collect();
+    batch.extend(mirrored);
+    let general = keeps_chirality(&centres, 22, &batch).expect("check");
+    let by_hand: Vec<bool> =
+        aldp::chirality(&batch).expect("aldp").into_iter().map(|c| c == aldp::Chirality::L).collect();
+    assert_eq!(general, by_hand);
+    assert_eq!(general.iter().filter(|k| **k).count(), 20);
+
+    // Bromochlorofluoromethane is chiral, methane and a flat centre are not / an error.
+    let chfclbr = [12.011, 1.008, 18.998, 35.45, 79.904];
+    let star = [(0, 1), (0, 2), (0, 3), (0, 4)];
+    let tetra = [0.0, 0.0, 0.0, 0.1, 0.1, 0.1, -0.1, -0.1, 0.1, -0.1, 0.1, -0.1, 0.1, -0.1, -0.1];
+    let found = chiral_centres(&chfclbr, &star, &tetra).expect("chfclbr");
+    assert_eq!(found.len(), 1);
+    let inverted: Vec<f64> = tetra.iter().map(|v| -v).collect();
+    assert_eq!(keeps_chirality(&found, 5, &[tetra.to_vec(), inverted].concat()).unwrap(), vec![true, false]);
+    assert!(chiral_centres(&[12.011, 1.008, 1.008, 1.008, 1.008], &star, &tetra).unwrap().is_empty());
+    let flat = [0.0, 0.0, 0.0, 0.1, 0.0, 0.0, -0.1, 0.0, 0.0, 0.0, 0.1, 0.0, 0.0, -0.1, 0.0];
+    assert!(chiral_centres(&chfclbr, &star, &flat).unwrap_err().to_string().contains("flat"));
+    assert!(chiral_centres(&chfclbr, &[(0, 5)], &tetra).unwrap_err().to_string().contains("bond (0, 5)"));
+    assert!(keeps_chirality(&found, 5, &tetra[..14]).is_err());
+}
+
+#[test]
 fn zmatrix_from_the_bond_graph_round_trips() {
     let system = System::from_xml_file(&aldp_file("aldp_obc1.xml")).expect("system");
     let bonds = system.bonds().expect("bonds");

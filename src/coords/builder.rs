@@ -15,6 +15,16 @@ use crate::error::{Error, Result};
 /// Builds a Z-matrix for `n_atoms` atoms joined by `bonds`. The graph must be connected and have
 /// an atom with at least two bonds.
 pub fn zmatrix_from_bonds(n_atoms: usize, bonds: &[(usize, usize)]) -> Result<ZMatrix> {
+    zmatrix_with_dihedrals(n_atoms, bonds, &[])
+}
+
+/// [`zmatrix_from_bonds`] in which each of `dihedrals` (four atoms bonded in sequence, e.g. a
+/// CG model's backbone dihedrals) is the placing dihedral of a row: of its two end atoms, the one
+/// placed later is placed from the other three. Breadth-first placement places the end farther
+/// from the anchors last, so in a tree this always succeeds. Errors on a dihedral whose atoms are
+/// not bonded in sequence, out of range or repeated, on a dihedral given twice (either way round),
+/// and when a dihedral cannot be made a placing dihedral (it can happen in rings).
+pub fn zmatrix_with_dihedrals(n_atoms: usize, bonds: &[(usize, usize)], dihedrals: &[[usize; 4]]) -> Result<ZMatrix> {
     if n_atoms < 3 {
         return Err(Error::invalid("a Z-matrix needs at least 3 atoms"));
     }
@@ -26,6 +36,22 @@ pub fn zmatrix_from_bonds(n_atoms: usize, bonds: &[(usize, usize)]) -> Result<ZM
         if !neighbours[i].contains(&j) {
             neighbours[i].push(j);
             neighbours[j].push(i);
+        }
+    }
+    let bonded = |a: usize, b: usize| neighbours[a].contains(&b);
+    for (k, d) in dihedrals.iter().enumerate() {
+        if let Some(bad) = d.iter().find(|&&a| a >= n_atoms) {
+            return Err(Error::invalid(format!("dihedral {d:?}: atom {bad} does not exist ({n_atoms} atoms)")));
+        }
+        if (0..4).any(|i| (i + 1..4).any(|j| d[i] == d[j])) {
+            return Err(Error::invalid(format!("dihedral {d:?} repeats an atom")));
+        }
+        if !(bonded(d[0], d[1]) && bonded(d[1], d[2]) && bonded(d[2], d[3])) {
+            return Err(Error::invalid(format!("dihedral {d:?}: its atoms are not bonded in sequence")));
+        }
+        let reversed = [d[3], d[2], d[1], d[0]];
+        if dihedrals[..k].iter().any(|e| *e == *d || *e == reversed) {
+            return Err(Error::invalid(format!("dihedral {d:?} is given twice")));
         }
     }
     let degree = |a: usize| neighbours[a].len();
@@ -47,6 +73,23 @@ pub fn zmatrix_from_bonds(n_atoms: usize, bonds: &[(usize, usize)]) -> Result<ZM
         let mut children: Vec<usize> = neighbours[b].iter().copied().filter(|&c| !placed[c]).collect();
         by_preference(&mut children);
         for atom in children {
+            // A requested dihedral that ends in atom, through b, with its other two atoms placed.
+            let requested = dihedrals.iter().find_map(|d| {
+                let (angle, dihedral) = if d[3] == atom && d[2] == b {
+                    (d[1], d[0])
+                } else if d[0] == atom && d[1] == b {
+                    (d[2], d[3])
+                } else {
+                    return None;
+                };
+                (placed[angle] && placed[dihedral]).then_some((angle, dihedral))
+            });
+            if let Some((angle, dihedral)) = requested {
+                rows.push(ZRow { atom, bond: b, angle, dihedral });
+                placed[atom] = true;
+                queue.push_back(atom);
+                continue;
+            }
             let mut angle_refs: Vec<usize> = neighbours[b].iter().copied().filter(|&c| placed[c]).collect();
             by_preference(&mut angle_refs);
             let angle =
@@ -74,6 +117,18 @@ pub fn zmatrix_from_bonds(n_atoms: usize, bonds: &[(usize, usize)]) -> Result<ZM
     }
     if let Some(unreached) = placed.iter().position(|p| !p) {
         return Err(Error::invalid(format!("the bond graph is not connected: atom {unreached} cannot be reached")));
+    }
+    for d in dihedrals {
+        let placing = |r: &ZRow| {
+            (r.atom == d[3] && r.bond == d[2] && r.angle == d[1] && r.dihedral == d[0])
+                || (r.atom == d[0] && r.bond == d[1] && r.angle == d[2] && r.dihedral == d[3])
+        };
+        if !rows.iter().any(placing) {
+            return Err(Error::invalid(format!(
+                "dihedral {d:?} could not be made the placing dihedral of a row (its ends are anchors, or a ring \
+                 places them out of order)"
+            )));
+        }
     }
     ZMatrix::new(n_atoms, anchors, rows)
 }

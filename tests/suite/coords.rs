@@ -214,6 +214,32 @@ fn chiral_centres_are_found_from_the_bond_graph_and_agree_with_the_aldp_check() 
 }
 
 #[test]
+fn cg_dihedrals_become_placing_dihedrals_of_the_built_zmatrix() {
+    let system = System::from_xml_file(&aldp_file("aldp_obc1.xml")).expect("system");
+    let bonds = system.bonds().expect("bonds");
+    let z = builder::zmatrix_with_dihedrals(22, &bonds, &[aldp::PHI_ATOMS, aldp::PSI_ATOMS]).expect("builder");
+    let x = min_energy_positions();
+    let mut q = vec![0.0; z.n_internal()];
+    z.to_internal(&x, &mut q).expect("internal");
+    let expected = aldp::phi_psi(&x).expect("phi psi")[0];
+    for (d, want) in [aldp::PHI_ATOMS, aldp::PSI_ATOMS].iter().zip(expected) {
+        let row = z
+            .rows()
+            .iter()
+            .find(|r| [r.dihedral, r.angle, r.bond, r.atom] == *d || [r.atom, r.bond, r.angle, r.dihedral] == *d)
+            .unwrap_or_else(|| panic!("{d:?} places no row"));
+        let index = z.dihedral_index_of(row.atom).expect("index");
+        assert!((q[index] - want).abs() < 1e-12, "{d:?}: {} vs {want}", q[index]);
+    }
+    // Wrong definitions are named.
+    let fails = |d: &[[usize; 4]]| builder::zmatrix_with_dihedrals(22, &bonds, d).unwrap_err().to_string();
+    assert!(fails(&[[4, 6, 8, 22]]).contains("atom 22 does not exist"));
+    assert!(fails(&[[4, 6, 4, 8]]).contains("repeats an atom"));
+    assert!(fails(&[[4, 6, 14, 16]]).contains("not bonded in sequence"));
+    assert!(fails(&[aldp::PHI_ATOMS, [14, 8, 6, 4]]).contains("given twice"));
+}
+
+#[test]
 fn zmatrix_from_the_bond_graph_round_trips() {
     let system = System::from_xml_file(&aldp_file("aldp_obc1.xml")).expect("system");
     let bonds = system.bonds().expect("bonds");

@@ -7,6 +7,7 @@
 //! - [`transform`]: the two together on batches ([`InternalCoordinates`]);
 //! - [`aldp`]: alanine dipeptide as data; [`builder`]: a Z-matrix from a bond graph;
 //! - [`cg`]: splitting CG and fine coordinates, linear CG maps of the 2D toys;
+//! - [`cg_definition`]: CG dihedrals by atom index or by residue and name (`phi:2`, `backbone`);
 //! - [`chirality`]: chiral centres of any molecule and the check that a structure keeps them;
 //! - [`align`]: RMSD after optimal superposition.
 
@@ -14,6 +15,7 @@ pub mod aldp;
 pub mod align;
 pub mod builder;
 pub mod cg;
+pub mod cg_definition;
 pub mod chirality;
 pub mod geometry;
 pub mod normalize;

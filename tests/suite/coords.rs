@@ -240,6 +240,27 @@ fn cg_dihedrals_become_placing_dihedrals_of_the_built_zmatrix() {
 }
 
 #[test]
+fn cg_definitions_by_residue_and_name_resolve_on_the_aldp_pdb() {
+    use cgflow::coords::cg_definition::{resolve, AtomLabel};
+    let models = cgflow::io::pdb::read_pdb(&aldp_file("min_energy.pdb")).expect("pdb");
+    let atoms: Vec<AtomLabel> =
+        models[0].atoms.iter().map(|a| AtomLabel { name: a.name.clone(), residue: a.residue_number }).collect();
+    let expected = vec![aldp::PHI_ATOMS, aldp::PSI_ATOMS];
+    assert_eq!(resolve("phi:2 psi:2", &atoms).unwrap(), expected);
+    assert_eq!(resolve("backbone", &atoms).unwrap(), expected);
+    assert_eq!(resolve("4,6,8,14;psi:2", &atoms).unwrap(), expected);
+    let fails = |d: &str| resolve(d, &atoms).unwrap_err().to_string();
+    assert!(fails("phi:1").contains("lack the atoms of phi"), "{}", fails("phi:1"));
+    assert!(fails("psi:3").contains("lack the atoms of psi"));
+    assert!(fails("omega:2").contains("unknown dihedral 'omega'"));
+    assert!(fails("phi:x").contains("not a residue number"));
+    assert!(fails("4,6,8").contains("four atom indices"));
+    assert!(fails("4,6,8,22").contains("atom 22 does not exist"));
+    assert!(fails("phi:2 14,8,6,4").contains("given twice"));
+    assert!(fails(" ; ").contains("names no dihedral"));
+}
+
+#[test]
 fn zmatrix_from_the_bond_graph_round_trips() {
     let system = System::from_xml_file(&aldp_file("aldp_obc1.xml")).expect("system");
     let bonds = system.bonds().expect("bonds");

@@ -3,8 +3,10 @@
 //! Anchors: the atom with the most bonds (ties: lowest index) at the origin and its two
 //! best-connected neighbours. Then atoms are placed breadth-first from the anchors: each new atom
 //! is bonded to its bond reference; the angle reference is a placed neighbour of the bond
-//! reference; the dihedral reference is a placed neighbour of the angle reference (a proper
-//! torsion) or, failing that, another placed neighbour of the bond reference (an improper one).
+//! reference; the dihedral reference is, for the first atom placed from a bond and angle
+//! reference, a placed neighbour of the angle reference (a proper torsion) or, failing that,
+//! another placed neighbour of the bond reference (an improper one), and for its later siblings
+//! that first atom (an improper torsion), so that a rotor has one free torsion.
 //! Better-connected atoms are preferred as references, so heavy atoms carry the frame.
 
 use std::collections::VecDeque;
@@ -72,6 +74,13 @@ pub fn zmatrix_with_dihedrals(n_atoms: usize, bonds: &[(usize, usize)], dihedral
     while let Some(b) = queue.pop_front() {
         let mut children: Vec<usize> = neighbours[b].iter().copied().filter(|&c| !placed[c]).collect();
         by_preference(&mut children);
+        // Ends of requested dihedrals first, so that their siblings are placed relative to them.
+        let ends_here = |c: usize| dihedrals.iter().any(|d| (d[3] == c && d[2] == b) || (d[0] == c && d[1] == b));
+        children.sort_by_key(|&c| !ends_here(c));
+        // The first child placed from b with a given angle reference: later siblings are placed
+        // relative to it (an improper dihedral near ±120 degrees), so that a rotor has one free
+        // torsion, as in hand-written Z-matrices.
+        let mut first_child: Option<(usize, usize)> = None;
         for atom in children {
             // A requested dihedral that ends in atom, through b, with its other two atoms placed.
             let requested = dihedrals.iter().find_map(|d| {
@@ -88,6 +97,7 @@ pub fn zmatrix_with_dihedrals(n_atoms: usize, bonds: &[(usize, usize)], dihedral
                 rows.push(ZRow { atom, bond: b, angle, dihedral });
                 placed[atom] = true;
                 queue.push_back(atom);
+                first_child.get_or_insert((angle, atom));
                 continue;
             }
             let mut angle_refs: Vec<usize> = neighbours[b].iter().copied().filter(|&c| placed[c]).collect();
@@ -96,7 +106,8 @@ pub fn zmatrix_with_dihedrals(n_atoms: usize, bonds: &[(usize, usize)], dihedral
                 *angle_refs.first().ok_or_else(|| Error::invalid(format!("atom {b} has no placed neighbour")))?;
             let mut proper: Vec<usize> = neighbours[angle].iter().copied().filter(|&c| placed[c] && c != b).collect();
             by_preference(&mut proper);
-            let dihedral = match proper.first() {
+            let sibling = first_child.filter(|&(a, _)| a == angle).map(|(_, s)| s);
+            let dihedral = match sibling.or(proper.first().copied()).as_ref() {
                 Some(&d) => d,
                 None => {
                     let mut improper: Vec<usize> = angle_refs.iter().copied().filter(|&c| c != angle).collect();
@@ -113,6 +124,7 @@ pub fn zmatrix_with_dihedrals(n_atoms: usize, bonds: &[(usize, usize)], dihedral
             rows.push(ZRow { atom, bond: b, angle, dihedral });
             placed[atom] = true;
             queue.push_back(atom);
+            first_child.get_or_insert((angle, atom));
         }
     }
     if let Some(unreached) = placed.iter().position(|p| !p) {

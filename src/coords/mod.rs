@@ -9,7 +9,9 @@
 //! - [`cg`]: splitting CG and fine coordinates, linear CG maps of the 2D toys;
 //! - [`cg_definition`]: CG dihedrals by atom index or by residue and name (`phi:2`, `backbone`);
 //! - [`chirality`]: chiral centres of any molecule and the check that a structure keeps them;
-//! - [`align`]: RMSD after optimal superposition.
+//! - [`align`]: RMSD after optimal superposition;
+//! - [`molecule`]: any molecule as data (Z-matrix with its CG dihedrals as rows, circular
+//!   dimensions, chiral centres) from its bond graph, masses and a reference structure.
 
 pub mod aldp;
 pub mod align;
@@ -18,6 +20,7 @@ pub mod cg;
 pub mod cg_definition;
 pub mod chirality;
 pub mod geometry;
+pub mod molecule;
 pub mod normalize;
 pub mod transform;
 pub mod zmatrix;

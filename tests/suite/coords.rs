@@ -261,6 +261,39 @@ fn cg_definitions_by_residue_and_name_resolve_on_the_aldp_pdb() {
 }
 
 #[test]
+fn a_molecule_from_its_bond_graph_has_its_cg_circular_and_chiral_coordinates() {
+    use cgflow::coords::molecule::Molecule;
+    let system = System::from_xml_file(&aldp_file("aldp_obc1.xml")).expect("system");
+    let (masses, bonds) = (system.masses().expect("masses"), system.bonds().expect("bonds"));
+    let x = min_energy_positions();
+    let molecule = Molecule::new(&masses, &bonds, &x, &[aldp::PHI_ATOMS, aldp::PSI_ATOMS]).expect("molecule");
+    let z = molecule.zmatrix();
+    let mut q = vec![0.0; z.n_internal()];
+    z.to_internal(&x, &mut q).expect("internal");
+    let phi_psi = aldp::phi_psi(&x).expect("phi psi")[0];
+    for (&index, want) in molecule.cg_indices().iter().zip(phi_psi) {
+        assert!((q[index] - want).abs() < 1e-12);
+        assert!(molecule.circular_indices().contains(&index), "a CG dihedral is circular");
+    }
+    // One circular dihedral per rotatable bond: the three methyl rotors, both peptide bonds, phi
+    // and psi.
+    assert_eq!(molecule.circular_indices().len(), 7);
+    let rows = z.rows();
+    let circular_atoms: Vec<usize> = rows
+        .iter()
+        .filter(|r| molecule.circular_indices().contains(&z.dihedral_index_of(r.atom).unwrap()))
+        .map(|r| r.atom)
+        .collect();
+    for atom in circular_atoms {
+        let row = rows.iter().find(|r| r.atom == atom).unwrap();
+        assert!(bonds.contains(&(row.dihedral, row.angle)) || bonds.contains(&(row.angle, row.dihedral)));
+    }
+    assert_eq!(molecule.chiral_centres().len(), 1);
+    assert_eq!(molecule.chiral_centres()[0].atom, 8);
+    assert!(Molecule::new(&masses, &bonds, &x, &[]).unwrap_err().to_string().contains("at least one CG dihedral"));
+}
+
+#[test]
 fn zmatrix_from_the_bond_graph_round_trips() {
     let system = System::from_xml_file(&aldp_file("aldp_obc1.xml")).expect("system");
     let bonds = system.bonds().expect("bonds");

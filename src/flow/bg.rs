@@ -198,6 +198,65 @@ fn flat(t: &Tensor) -> Result<Vec<f64>> {
     Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
 }
 
+/// The training schedule of a Boltzmann generator: by example, then by example and energy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schedule {
+    /// Steps of J_ML alone.
+    pub ml_steps: usize,
+    /// Steps of J_KL + alpha J_ML after them.
+    pub mixed_steps: usize,
+    /// Batch size (at most the number of data rows).
+    pub batch: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// Weight of J_ML in the mixed steps.
+    pub alpha: f64,
+    /// Options of the energy loss.
+    pub energy: EnergyLossConfig,
+}
+
+/// Trains `flow` on the rows of `data` (reshuffled each epoch) and on `target` by `schedule`,
+/// with Adam (gradient norm clipped at 100); `progress(step, total, loss)` after every step.
+/// Returns (step, loss) of every step.
+pub(crate) fn train_by_example_then_energy<T: AsRef<[f64]>>(
+    flow: &Flow,
+    data: &mut [T],
+    target: Arc<dyn TargetEnergy>,
+    schedule: &Schedule,
+    rng: &mut ChaCha8Rng,
+    progress: &mut dyn FnMut(usize, usize, f64),
+) -> Result<Vec<(usize, f64)>> {
+    let dims = flow.spec().dims;
+    if data.is_empty() || data.iter().any(|row| row.as_ref().len() != dims) {
+        return Err(Error::invalid(format!("training data must be non-empty rows of {dims} values")));
+    }
+    let mut adam = Adam::new(flow.params(), AdamConfig { max_grad_norm: Some(100.0), ..AdamConfig::default() });
+    let total = schedule.ml_steps + schedule.mixed_steps;
+    let batch = schedule.batch.min(data.len());
+    let mut history = Vec::with_capacity(total);
+    let mut cursor = data.len();
+    for step in 0..total {
+        if cursor + batch > data.len() {
+            data.shuffle(rng);
+            cursor = 0;
+        }
+        let x: Vec<f64> = data[cursor..cursor + batch].iter().flat_map(|row| row.as_ref().iter().copied()).collect();
+        cursor += batch;
+        let x = Tensor::from_vec(x, (batch, dims), &Device::Cpu)?.to_dtype(flow.dtype())?;
+        let (ml, ml_report) = ml_loss(flow, &x, None)?;
+        let (loss, value) = if step < schedule.ml_steps {
+            (ml, ml_report.loss)
+        } else {
+            let (kl, kl_report, _) = kl_loss(flow, target.clone(), batch, None, None, &schedule.energy, rng)?;
+            ((kl + (ml * schedule.alpha)?)?, kl_report.loss + schedule.alpha * ml_report.loss)
+        };
+        adam.step(flow.params(), &loss.backward()?, schedule.lr)?;
+        history.push((step, value));
+        progress(step + 1, total, value);
+    }
+    Ok(history)
+}
+
 /// Trains and evaluates a Boltzmann generator; `progress(step, total, loss)` is called after every
 /// training step.
 pub fn run_bg(config: &BgConfig, progress: &mut dyn FnMut(usize, usize, f64)) -> Result<BgOutcome> {
@@ -226,30 +285,16 @@ pub fn run_bg(config: &BgConfig, progress: &mut dyn FnMut(usize, usize, f64)) ->
         precision: Precision::F64,
     };
     let flow = Flow::new(&spec, &Device::Cpu)?;
-    let mut adam = Adam::new(flow.params(), AdamConfig { max_grad_norm: Some(100.0), ..AdamConfig::default() });
     let target: Arc<dyn TargetEnergy> = Arc::new(PotentialTarget::new(system.potential()));
-    let total = config.ml_steps + config.mixed_steps;
-    let mut history = Vec::with_capacity(total);
-    let mut cursor = data.len();
-    for step in 0..total {
-        if cursor + config.batch > data.len() {
-            data.shuffle(&mut rng);
-            cursor = 0;
-        }
-        let batch: Vec<f64> = data[cursor..cursor + config.batch.min(data.len())].iter().flatten().copied().collect();
-        cursor += config.batch;
-        let (ml, ml_report) = ml_loss(&flow, &rows_tensor(&batch, DType::F64)?, None)?;
-        let (loss, value) = if step < config.ml_steps {
-            (ml, ml_report.loss)
-        } else {
-            let (kl, kl_report, _) =
-                kl_loss(&flow, target.clone(), config.batch, None, None, &config.energy, &mut rng)?;
-            ((kl + (ml * config.alpha)?)?, kl_report.loss + config.alpha * ml_report.loss)
-        };
-        adam.step(flow.params(), &loss.backward()?, config.lr)?;
-        history.push((step, value));
-        progress(step + 1, total, value);
-    }
+    let schedule = Schedule {
+        ml_steps: config.ml_steps,
+        mixed_steps: config.mixed_steps,
+        batch: config.batch,
+        lr: config.lr,
+        alpha: config.alpha,
+        energy: config.energy,
+    };
+    let history = train_by_example_then_energy(&flow, &mut data, target.clone(), &schedule, &mut rng, progress)?;
     evaluations += target.evaluations();
     // Images of the data, fresh samples and their importance weights.
     let data_x: Vec<f64> = data.iter().take(2000).flatten().copied().collect();

@@ -7,14 +7,13 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::bg::{train_by_example_then_energy, Schedule};
 use super::flow::{CouplingKind, Flow, FlowSpec, Precision};
-use super::optim::{Adam, AdamConfig};
-use super::train::{kl_loss, ml_loss, EnergyLossConfig, PotentialTarget, TargetEnergy};
+use super::train::{EnergyLossConfig, PotentialTarget, TargetEnergy};
 use crate::energy::ising::{Ising, IsingExact, IsingField, MAX_ENUMERATED_SITES, MAX_TRANSFER_SIZE};
 use crate::energy::toy::evaluate_batch;
 use crate::error::{Error, Result};
@@ -178,10 +177,6 @@ pub fn exact_values(ising: &Ising, temperature: f64) -> Result<Option<IsingExact
     }))
 }
 
-fn rows(values: Vec<f64>, dims: usize) -> Result<Tensor> {
-    Ok(Tensor::from_vec(values.clone(), (values.len() / dims, dims), &Device::Cpu)?)
-}
-
 fn flat(t: &Tensor) -> Result<Vec<f64>> {
     Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
 }
@@ -221,31 +216,16 @@ pub fn run_ising_bg(config: &IsingBgConfig, progress: &mut dyn FnMut(usize, usiz
         precision: Precision::F64,
     };
     let flow = Flow::new(&spec, &Device::Cpu)?;
-    let mut adam = Adam::new(flow.params(), AdamConfig { max_grad_norm: Some(100.0), ..AdamConfig::default() });
     let target: Arc<dyn TargetEnergy> = Arc::new(PotentialTarget::new(field.clone()));
-    let energy = EnergyLossConfig { drop_top_k: 2, regularize_above: Some(1e3) };
-    let total = config.ml_steps + config.mixed_steps;
-    let mut history = Vec::with_capacity(total);
-    let batch = config.batch.min(data.len());
-    let mut cursor = data.len();
-    for step in 0..total {
-        if cursor + batch > data.len() {
-            data.shuffle(&mut rng);
-            cursor = 0;
-        }
-        let x: Vec<f64> = data[cursor..cursor + batch].iter().flatten().copied().collect();
-        cursor += batch;
-        let (ml, ml_report) = ml_loss(&flow, &rows(x, n)?, None)?;
-        let (loss, value) = if step < config.ml_steps {
-            (ml, ml_report.loss)
-        } else {
-            let (kl, kl_report, _) = kl_loss(&flow, target.clone(), batch, None, None, &energy, &mut rng)?;
-            ((kl + (ml * config.alpha)?)?, kl_report.loss + config.alpha * ml_report.loss)
-        };
-        adam.step(flow.params(), &loss.backward()?, config.lr)?;
-        history.push((step, value));
-        progress(step + 1, total, value);
-    }
+    let schedule = Schedule {
+        ml_steps: config.ml_steps,
+        mixed_steps: config.mixed_steps,
+        batch: config.batch,
+        lr: config.lr,
+        alpha: config.alpha,
+        energy: EnergyLossConfig { drop_top_k: 2, regularize_above: Some(1e3) },
+    };
+    let history = train_by_example_then_energy(&flow, &mut data, target.clone(), &schedule, &mut rng, progress)?;
     evaluations += target.evaluations();
 
     // Reweighting: fresh x, their weights, spins drawn given each x.

@@ -5,7 +5,10 @@
 //!
 //! Longer runs: `CGFLOW_FUZZ_SECONDS=600 cargo test --release --test fuzz_smoke -- --nocapture
 //! --test-threads 1` mutates each reader's seed for that many seconds instead (with fresh seeds:
-//! `CGFLOW_FUZZ_SEED`).
+//! `CGFLOW_FUZZ_SEED`). A failing case is written out for a look with
+//! `CGFLOW_FUZZ_REPLAY=NAME:CASE` (the reader's name and the case number its failure names, under
+//! the same `CGFLOW_FUZZ_SEED`): the run then skips to that case, writes its input to
+//! `fuzz-case.bin` in the working directory and reads only it.
 
 use std::alloc::System;
 use std::path::Path;
@@ -103,14 +106,27 @@ fn fuzz_with_companions(name: &str, seed: &[u8], companion_bytes: usize, rng_see
     let extra: u64 = std::env::var("CGFLOW_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut rng = ChaCha8Rng::seed_from_u64(rng_seed ^ (extra << 32));
     assert!(read(seed), "{name}: the unmutated seed must be read");
-    let (cases, duration) = budget();
+    let (mut cases, duration) = budget();
+    let replay = std::env::var("CGFLOW_FUZZ_REPLAY").ok().and_then(|r| {
+        let (reader, case) = r.rsplit_once(':')?;
+        (reader == name).then(|| case.parse::<usize>().ok()).flatten()
+    });
+    if let Some(case) = replay {
+        cases = case + 1;
+    }
     let started = std::time::Instant::now();
     let (mut ok, mut err) = (0, 0);
     for case in 0..cases {
-        if duration.is_some_and(|d| started.elapsed() > d) {
+        if duration.is_some_and(|d| started.elapsed() > d) && replay.is_none() {
             break;
         }
         let input = mutate(seed, &mut rng);
+        if replay.is_some_and(|r| case < r) {
+            continue;
+        }
+        if replay.is_some() {
+            std::fs::write("fuzz-case.bin", &input).expect("write the replayed case");
+        }
         let region = Region::new(ALLOCATOR);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(&input)));
         let change = region.change();
@@ -212,6 +228,37 @@ fn run_folders_survive_mutations() {
     let settings = serde_json::to_vec_pretty(&cgflow::al::aldp::AldpAlConfig::fast()).expect("settings");
     fuzz("al settings", &settings, 10, |b| {
         serde_json::from_slice::<cgflow::al::aldp::AldpAlConfig>(b).is_ok_and(|c| c.validate().is_ok())
+    });
+}
+
+#[test]
+fn histogram_run_folders_survive_mutations() {
+    use cgflow::io::cv_histograms::{write_mark, CvHistogramRun, HistogramSettings};
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = dir.path().join("run");
+    let settings = HistogramSettings::consecutive_pairs(2, 6, 10).expect("settings");
+    let mut counts = vec![0.0; settings.size()];
+    for f in 1..=3u64 {
+        for w in 0..4 {
+            counts[(f as usize * 7 + w * 5) % 36] += 1.0;
+        }
+        write_mark(&run, &settings, f, &counts).expect("mark");
+    }
+    let description = serde_json::to_vec_pretty(&serde_json::json!({
+        "kind": "md", "walkers": 4, "cvs": [[4, 6, 8, 14], [6, 8, 14, 16]], "frames": 3, "steps": 30,
+        "steps_per_frame": 10, "temperature_k": 300.0, "system_fingerprint": "0", "seed": 1,
+        "histogram": settings.to_json()}))
+    .expect("json");
+    fuzz("histogram run cv.json", &description, 17, |b| {
+        std::fs::write(run.join("cv.json"), b).expect("write");
+        CvHistogramRun::read(&run).is_ok()
+    });
+    std::fs::write(run.join("cv.json"), &description).expect("write");
+    let mark = cgflow::io::cv_histograms::mark_path(&run, 3);
+    let seed = std::fs::read(&mark).expect("mark");
+    fuzz("histogram run mark (.npy)", &seed, 18, |b| {
+        std::fs::write(&mark, b).expect("write");
+        CvHistogramRun::read(&run).is_ok()
     });
 }
 

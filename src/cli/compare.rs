@@ -18,8 +18,9 @@ use cgflow::energy::toy::MullerBrown;
 use cgflow::io::method_points::{read_method_points, MethodPoint};
 use cgflow::md::mc_baseline::{muller_brown_mc_curves, muller_brown_reference, MbMcConfig};
 use cgflow::metrics::cost_curve::{
-    kld_at, log_spaced_frames, md_cost_curve, mean_curve, resolves, ruler_floor, speedup_at_equal_kld,
-    standard_error_curve, stitch_curves, CostPoint, SpeedupEstimate, WalkerSamples, RESOLUTION_FACTOR,
+    kld_at, log_spaced_frames, md_cost_curve, mean_curve, pooled_histogram_cost_curve, resolves, ruler_floor,
+    speedup_at_equal_kld, standard_error_curve, stitch_curves, CostPoint, HistogramMarks, SpeedupEstimate,
+    WalkerSamples, RESOLUTION_FACTOR,
 };
 use cgflow::metrics::{halves_noise_floor, BinGrid, EmptyBinRule, HalvesNoiseFloor, KlReference};
 
@@ -401,66 +402,61 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
         .as_ref()
         .map(|s| std::fs::read_to_string(s).with_context(|| format!("reading {}", s.display())))
         .transpose()?;
-    let mut runs = Vec::with_capacity(md_dirs.len());
-    for dir in md_dirs {
-        let run = cgflow::io::cv_run::CvRun::read(dir)?;
-        if let (Some(system), Some(xml)) = (&args.system, &system_xml) {
-            run.check_system(dir, xml, system)?;
-        }
-        if run.cvs != 2 {
-            bail!("{} records {} CVs; the comparison needs the two dihedrals (phi, psi)", dir.display(), run.cvs);
-        }
-        runs.push(run);
-    }
-    let md_text = md_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(" + ");
-    let run = if runs.len() == 1 {
-        runs.pop().context("no MD run")?
-    } else {
-        cgflow::io::cv_run::CvRun::pool(runs).context("--md")?
+    let histogram_runs = md_dirs.iter().filter(|d| cgflow::io::cv_histograms::is_histogram_run(d)).count();
+    let source = match histogram_runs {
+        0 => values_source(md_dirs, args.system.as_deref(), system_xml.as_deref())?,
+        n if n == md_dirs.len() => histogram_source(md_dirs, args.system.as_deref(), system_xml.as_deref(), bins)?,
+        _ => bail!(
+            "--md: {histogram_runs} of the {} folders keep histograms and the rest CV values; pool one kind",
+            md_dirs.len()
+        ),
     };
-    let (walkers, frames, steps_per_frame, description) =
-        (run.walkers, run.frames, run.steps_per_frame, &run.description);
-    let values = &run.values;
+    let md_text = md_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(" + ");
+    let (walkers, frames, steps_per_frame) = (source.walkers(), source.frames(), source.steps_per_frame());
+    let units = source.units();
     let mut groups = args.groups.clone();
-    if groups.is_empty() || groups.iter().any(|&g| g == 0 || g > walkers) {
-        bail!("--groups must be between 1 and the number of walkers ({walkers})");
+    if groups.is_empty() || groups.iter().any(|&g| g == 0 || g > units || units % g != 0 && source.is_histograms()) {
+        match source {
+            MdSource::Values(_) => bail!("--groups must be between 1 and the number of walkers ({walkers})"),
+            MdSource::Histograms { .. } => bail!(
+                "--groups: runs that keep histograms split into groups of whole runs only; with {units} runs give \
+                 divisors of {units} (e.g. --groups {units},1)"
+            ),
+        }
     }
     // Most groups first: their mean is the best estimate wherever it reaches.
     groups.sort_unstable_by(|a, b| b.cmp(a));
     groups.dedup();
-    let samples = WalkerSamples { values, walkers, steps_per_frame };
-    let at_frames = log_spaced_frames(1, frames, args.per_decade);
+    let at_frames = source.curve_frames(args.per_decade);
     let mut rule_curves = Vec::new();
     for &rule in rules {
         let mut parts = Vec::new();
         for &g in &groups {
-            let per_group = walkers / g;
             let curves = (0..g)
-                .map(|i| md_cost_curve(&kl_reference, &samples, i * per_group..(i + 1) * per_group, &at_frames, rule))
-                .collect::<cgflow::Result<Vec<_>>>()?;
+                .map(|i| source.group_curve(&kl_reference, g, i, &at_frames, rule))
+                .collect::<Result<Vec<_>>>()?;
             let mean = mean_curve(&curves)?;
-            let label = if g == 1 {
-                format!("the whole run ({walkers} walkers)")
-            } else {
-                format!("mean of {g} groups of {per_group} walkers")
+            let label = match (&source, g) {
+                (MdSource::Values(_), 1) => format!("the whole run ({walkers} walkers)"),
+                (MdSource::Values(_), g) => format!("mean of {g} groups of {} walkers", walkers / g),
+                (MdSource::Histograms { .. }, 1) => format!("the whole run ({units} runs, {walkers} walkers)"),
+                (MdSource::Histograms { .. }, g) => {
+                    format!("mean of {g} groups of {} runs ({} walkers)", units / g, walkers / g)
+                }
             };
             parts.push((label, mean, curves));
         }
         let stitched = stitch_curves(&parts.iter().map(|(_, m, _)| m.as_slice()).collect::<Vec<_>>())?;
         rule_curves.push(RuleCurves { rule, bias: kl_reference.rule_bias(rule)?, parts, stitched });
     }
-    let steps = description["steps"].as_u64().unwrap_or(frames as u64 * steps_per_frame);
-    let complete = steps / steps_per_frame == frames as u64;
+    let evaluations_made = source.evaluations_made();
+    let complete = evaluations_made.is_some();
     let mut header = vec![
         format!(
             "# MD: {md_text} ({walkers} walkers, {frames} frames of {steps_per_frame} steps: {:.4e} evaluations \
              histogrammed{})",
-            (frames as u64 * steps_per_frame * walkers as u64) as f64,
-            if complete {
-                format!(", {:.4e} made", (steps * walkers as u64) as f64)
-            } else {
-                ", run incomplete".into()
-            }
+            (frames * steps_per_frame * walkers as u64) as f64,
+            if let Some(made) = evaluations_made { format!(", {made:.4e} made") } else { ", run incomplete".into() }
         ),
         format!("# groups: {}", groups.iter().map(|g| g.to_string()).collect::<Vec<_>>().join(", ")),
         reference_line(reference_path, &kl_reference),
@@ -473,14 +469,174 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
             "kind": "md", "md": md_dirs, "reference": reference_path, "bins": bins, "walkers": walkers, "frames": frames,
             "steps_per_frame": steps_per_frame, "groups": groups, "kernel_bins": kl_reference.kernel_bins(),
             "smooth_model": kl_reference.smooths_model(), "complete": complete,
+            "record": if source.is_histograms() { "histograms" } else { "cv values" },
         }),
         floor,
-        end_of_run: complete.then_some(EndOfRun { evaluations_made: (steps * walkers as u64) as f64 }),
+        end_of_run: evaluations_made.map(|e| EndOfRun { evaluations_made: e }),
         rules: rule_curves,
         exact_reference: false,
         name: "MD",
         title: MD_TITLE.into(),
     })
+}
+
+/// The MD record a baseline is read from: CV values (walkers split into groups) or the
+/// histograms of independent runs (runs split into groups).
+enum MdSource {
+    Values(cgflow::io::cv_run::CvRun),
+    Histograms { runs: Vec<cgflow::io::cv_histograms::CvHistogramRun>, common_marks: Vec<u64> },
+}
+
+impl MdSource {
+    fn is_histograms(&self) -> bool {
+        matches!(self, MdSource::Histograms { .. })
+    }
+
+    /// What groups are made of: walkers, or runs.
+    fn units(&self) -> usize {
+        match self {
+            MdSource::Values(run) => run.walkers,
+            MdSource::Histograms { runs, .. } => runs.len(),
+        }
+    }
+
+    fn walkers(&self) -> usize {
+        match self {
+            MdSource::Values(run) => run.walkers,
+            MdSource::Histograms { runs, .. } => runs.iter().map(|r| r.walkers).sum(),
+        }
+    }
+
+    /// Frames every run holds (for histograms: its last common mark).
+    fn frames(&self) -> u64 {
+        match self {
+            MdSource::Values(run) => run.frames as u64,
+            MdSource::Histograms { common_marks, .. } => common_marks.last().copied().unwrap_or(0),
+        }
+    }
+
+    fn steps_per_frame(&self) -> u64 {
+        match self {
+            MdSource::Values(run) => run.steps_per_frame,
+            MdSource::Histograms { runs, .. } => runs.first().map_or(1, |r| r.steps_per_frame),
+        }
+    }
+
+    /// Frame counts of the curve: log-spaced for values, the marks every run holds for histograms.
+    fn curve_frames(&self, per_decade: usize) -> Vec<usize> {
+        match self {
+            MdSource::Values(run) => log_spaced_frames(1, run.frames, per_decade),
+            MdSource::Histograms { common_marks, .. } => common_marks.iter().map(|&f| f as usize).collect(),
+        }
+    }
+
+    /// Evaluations the runs made in all, when every run is complete (and, for histograms, all
+    /// reached the same frames).
+    fn evaluations_made(&self) -> Option<f64> {
+        let complete = |description: &serde_json::Value, frames: u64, steps_per_frame: u64| {
+            let steps = description["steps"].as_u64().unwrap_or(frames * steps_per_frame);
+            (steps / steps_per_frame == frames).then_some(steps)
+        };
+        match self {
+            MdSource::Values(run) => complete(&run.description, run.frames as u64, run.steps_per_frame)
+                .map(|steps| (steps * run.walkers as u64) as f64),
+            MdSource::Histograms { runs, .. } => runs
+                .iter()
+                .map(|r| {
+                    complete(&r.description, r.frames, r.steps_per_frame)
+                        .filter(|_| r.frames == self.frames())
+                        .map(|steps| (steps * r.walkers as u64) as f64)
+                })
+                .sum(),
+        }
+    }
+
+    /// The curve of group `index` of `groups` equal groups.
+    fn group_curve(
+        &self,
+        reference: &KlReference,
+        groups: usize,
+        index: usize,
+        at_frames: &[usize],
+        rule: EmptyBinRule,
+    ) -> Result<Vec<CostPoint>> {
+        let per_group = self.units() / groups;
+        let range = index * per_group..(index + 1) * per_group;
+        Ok(match self {
+            MdSource::Values(run) => {
+                let samples =
+                    WalkerSamples { values: &run.values, walkers: run.walkers, steps_per_frame: run.steps_per_frame };
+                md_cost_curve(reference, &samples, range, at_frames, rule)?
+            }
+            MdSource::Histograms { runs, .. } => {
+                let marks: Vec<HistogramMarks> = runs[range]
+                    .iter()
+                    .map(|r| HistogramMarks { marks: &r.marks, walkers: r.walkers, steps_per_frame: r.steps_per_frame })
+                    .collect();
+                let frames: Vec<u64> = at_frames.iter().map(|&f| f as u64).collect();
+                pooled_histogram_cost_curve(reference, &marks, &frames, rule)?
+            }
+        })
+    }
+}
+
+/// The CV values of the runs in `dirs`, pooled into one run of all their walkers.
+fn values_source(dirs: &[PathBuf], system: Option<&Path>, system_xml: Option<&str>) -> Result<MdSource> {
+    let mut runs = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        let run = cgflow::io::cv_run::CvRun::read(dir)?;
+        if let (Some(system), Some(xml)) = (system, system_xml) {
+            run.check_system(dir, xml, system)?;
+        }
+        if run.cvs != 2 {
+            bail!("{} records {} CVs; the comparison needs the two dihedrals (phi, psi)", dir.display(), run.cvs);
+        }
+        runs.push(run);
+    }
+    let run = if runs.len() == 1 {
+        runs.pop().context("no MD run")?
+    } else {
+        cgflow::io::cv_run::CvRun::pool(runs).context("--md")?
+    };
+    Ok(MdSource::Values(run))
+}
+
+/// The histograms of the runs in `dirs`, which must be poolable, of the (phi, psi) pair, on the
+/// reference's `bins` x `bins` grid, with walkers alike.
+fn histogram_source(
+    dirs: &[PathBuf],
+    system: Option<&Path>,
+    system_xml: Option<&str>,
+    bins: usize,
+) -> Result<MdSource> {
+    let mut runs = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        let run = cgflow::io::cv_histograms::CvHistogramRun::read(dir)?;
+        if let (Some(system), Some(xml)) = (system, system_xml) {
+            run.check_system(dir, xml, system)?;
+        }
+        if run.settings.pairs.first() != Some(&[0, 1]) || run.description["cvs"].as_array().map(Vec::len) != Some(2) {
+            bail!("{}: the comparison needs the histogram of the two dihedrals (phi, psi)", dir.display());
+        }
+        if run.settings.bins != bins {
+            bail!(
+                "{} keeps histograms of {} x {} bins; the reference has {bins} x {bins}",
+                dir.display(),
+                run.settings.bins,
+                run.settings.bins
+            );
+        }
+        runs.push(run);
+    }
+    cgflow::io::cv_run::check_poolable(&runs.iter().map(|r| &r.description).collect::<Vec<_>>()).context("--md")?;
+    if let Some(r) = runs.iter().find(|r| r.walkers != runs[0].walkers) {
+        bail!("--md: runs that keep histograms must have the same walkers ({} and {})", runs[0].walkers, r.walkers);
+    }
+    let common_marks = cgflow::io::cv_histograms::CvHistogramRun::common_marks(&runs);
+    if common_marks.is_empty() {
+        bail!("--md: the runs hold no histogram at a common frame count");
+    }
+    Ok(MdSource::Histograms { runs, common_marks })
 }
 
 fn reference_line(path: &Path, reference: &KlReference) -> String {

@@ -7,17 +7,24 @@
 //! (each centred on its centroid), and `md.ckpt`. A killed run resumed with --resume loses at most
 //! the frames since the last checkpoint: the CV file and the trajectories are cut back to the
 //! checkpoint and the frames after it are simulated again.
+//!
+//! With --histogram-bins, no `cv.f32` is kept: the run counts each pair of CVs into a histogram
+//! and writes it at frames spaced evenly in log scale (`histograms/`, see
+//! [`cgflow::io::cv_histograms`]), with the running histogram in the checkpoint, so that the
+//! whole folder of a 1e8-evaluation run is a few MB. A run started without it can be continued
+//! with it: its histograms are rebuilt from `cv.f32` on resume.
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
 use cgflow::coords::{aldp, geometry::dihedral};
-use cgflow::io::checkpoint::{write_checkpoint, Checkpoint};
+use cgflow::io::checkpoint::{bytes_f64, f64_bytes, write_checkpoint, Checkpoint};
+use cgflow::io::cv_histograms::{self, HistogramSettings};
 use cgflow::io::dcd::DcdWriter;
 use cgflow::md::{WalkerConfig, Walkers};
 use cgflow::openmm::{Platform, System};
@@ -78,6 +85,54 @@ pub struct MdArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Keep histograms of the CVs, two by two, with this many bins per CV, instead of their
+    /// values (for runs too long to keep every frame).
+    #[arg(long, value_name = "BINS")]
+    histogram_bins: Option<usize>,
+    /// Histograms written per decade of frames (with --histogram-bins).
+    #[arg(long, default_value_t = 10)]
+    marks_per_decade: usize,
+}
+
+/// The running histogram of a --histogram-bins run.
+struct HistogramRecord {
+    settings: HistogramSettings,
+    counts: Vec<f64>,
+}
+
+/// Rebuilds the histogram of the first `frames` frames of `cv.f32` in `dir` (a run started
+/// without --histogram-bins), writing its marks.
+fn histogram_from_values(
+    dir: &Path,
+    settings: HistogramSettings,
+    walkers: usize,
+    frames: u64,
+) -> Result<HistogramRecord> {
+    let cvs = settings.pairs.len() * 2;
+    let path = dir.join(cgflow::io::cv_run::VALUES_FILE);
+    let bytes =
+        std::fs::read(&path).with_context(|| format!("reading {} to rebuild its histograms", path.display()))?;
+    let frame_bytes = walkers * cvs * 4;
+    if (bytes.len() as u64) < frames * frame_bytes as u64 {
+        bail!("{} is shorter than the {frames} frames of the checkpoint", path.display());
+    }
+    let mut counts = vec![0.0; settings.size()];
+    let mut values = vec![0.0; cvs];
+    for f in 0..frames as usize {
+        for w in 0..walkers {
+            let at = f * frame_bytes + w * cvs * 4;
+            for (c, v) in values.iter_mut().enumerate() {
+                let b = &bytes[at + 4 * c..at + 4 * c + 4];
+                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64;
+            }
+            settings.add_frame(&mut counts, &values)?;
+        }
+        let done = f as u64 + 1;
+        if settings.is_mark(done) || done == frames {
+            cv_histograms::write_mark(dir, &settings, done, &counts)?;
+        }
+    }
+    Ok(HistogramRecord { settings, counts })
 }
 
 fn parse_dihedral(text: &str, n_atoms: usize) -> Result<[usize; 4]> {
@@ -150,38 +205,105 @@ pub fn run(args: MdArgs) -> Result<()> {
     let dcd_path = |w: usize| args.out.join(format!("walker_{w:03}.dcd"));
     let step_ps = (args.step_fs * 1e-3) as f32;
     let frame_steps = u32::try_from(args.record_every).context("--record-every too large")?;
+    let histogram_settings = args
+        .histogram_bins
+        .map(|bins| HistogramSettings::consecutive_pairs(cvs.len(), bins, args.marks_per_decade))
+        .transpose()
+        .context("--histogram-bins")?;
     let mut frames: u64 = 0;
     let mut dcds = Vec::with_capacity(dcd_walkers);
+    let mut histogram: Option<HistogramRecord> = None;
     if let Some(c) = crate::cli::run_checkpoint(&checkpoint_path, args.resume, "run", &description)? {
         walkers.restore(&crate::cli::walker_state(&c)?)?;
         frames = c.meta["frames"].as_u64().context("frames")?;
-        let cv_bytes = frames * (args.walkers * cvs.len() * 4) as u64;
-        let file =
-            OpenOptions::new().write(true).open(&cv_path).with_context(|| format!("opening {}", cv_path.display()))?;
-        if file.metadata()?.len() < cv_bytes {
-            bail!("{} is shorter than the {frames} frames of the checkpoint", cv_path.display());
-        }
-        file.set_len(cv_bytes)?;
+        let stored = c.meta.get("histogram");
+        histogram = match (&histogram_settings, stored) {
+            (Some(settings), Some(stored)) => {
+                if &settings.to_json() != stored {
+                    bail!(
+                        "{} keeps histograms with other settings ({stored}); give the same --histogram-bins and \
+                         --marks-per-decade",
+                        checkpoint_path.display()
+                    );
+                }
+                let counts = bytes_f64(c.section("cv_histogram").context("checkpoint lacks its histogram")?)?;
+                if counts.len() != settings.size() {
+                    bail!(
+                        "{}: the histogram has {} values, not {}",
+                        checkpoint_path.display(),
+                        counts.len(),
+                        settings.size()
+                    );
+                }
+                cv_histograms::cut_marks_after(&args.out, frames)?;
+                Some(HistogramRecord { settings: settings.clone(), counts })
+            }
+            (Some(settings), None) => {
+                eprintln!(
+                    "md: rebuilding the histograms of the {frames} frames in {}; from here on the run keeps \
+                     histograms only (cv.f32 can then be removed)",
+                    cv_path.display()
+                );
+                cv_histograms::cut_marks_after(&args.out, 0)?;
+                Some(histogram_from_values(&args.out, settings.clone(), args.walkers, frames)?)
+            }
+            (None, Some(stored)) => {
+                bail!("{} keeps histograms ({stored}): continue it with --histogram-bins", checkpoint_path.display())
+            }
+            (None, None) => {
+                let cv_bytes = frames * (args.walkers * cvs.len() * 4) as u64;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&cv_path)
+                    .with_context(|| format!("opening {}", cv_path.display()))?;
+                if file.metadata()?.len() < cv_bytes {
+                    bail!("{} is shorter than the {frames} frames of the checkpoint", cv_path.display());
+                }
+                file.set_len(cv_bytes)?;
+                None
+            }
+        };
         for w in 0..dcd_walkers {
             dcds.push(DcdWriter::open_truncated(&dcd_path(w), n_atoms, frames as u32, frame_steps, step_ps)?);
         }
     } else {
         crate::cli::refuse_leftovers(&args.out, &checkpoint_path, |name| {
-            name == "cv.f32" || name == "cv.json" || (name.starts_with("walker_") && name.ends_with(".dcd"))
+            name == "cv.f32"
+                || name == "cv.json"
+                || name == cv_histograms::MARKS_DIR
+                || (name.starts_with("walker_") && name.ends_with(".dcd"))
         })?;
-        std::fs::write(&cv_path, b"").with_context(|| format!("creating {}", cv_path.display()))?;
+        match &histogram_settings {
+            Some(settings) => {
+                histogram = Some(HistogramRecord { settings: settings.clone(), counts: vec![0.0; settings.size()] })
+            }
+            None => std::fs::write(&cv_path, b"").with_context(|| format!("creating {}", cv_path.display()))?,
+        }
         for w in 0..dcd_walkers {
             dcds.push(DcdWriter::create(&dcd_path(w), n_atoms, frame_steps, step_ps)?);
         }
     }
-    let mut cv_file =
-        OpenOptions::new().append(true).open(&cv_path).with_context(|| format!("opening {}", cv_path.display()))?;
+    let mut cv_file = match histogram {
+        Some(_) => None,
+        None => Some(
+            OpenOptions::new().append(true).open(&cv_path).with_context(|| format!("opening {}", cv_path.display()))?,
+        ),
+    };
+    let histogram_json = histogram.as_ref().map(|h| h.settings.to_json());
     let write_description = |frames: u64| -> Result<()> {
         let mut d = description.clone();
         d["frames"] = serde_json::json!(frames);
         d["steps"] = serde_json::json!(args.steps);
-        d["layout"] = serde_json::json!("float32 little-endian [frame][walker][cv], radians");
-        std::fs::write(args.out.join("cv.json"), serde_json::to_string_pretty(&d)?)?;
+        match &histogram_json {
+            Some(h) => {
+                d["histogram"] = h.clone();
+                d["layout"] = serde_json::json!(
+                    "histograms/frames_NNNNNNNNN.npy: cumulative counts [pair][bin][bin] over [-pi, pi) per CV"
+                );
+            }
+            None => d["layout"] = serde_json::json!("float32 little-endian [frame][walker][cv], radians"),
+        }
+        cgflow::io::write_atomically(&args.out.join("cv.json"), serde_json::to_string_pretty(&d)?.as_bytes())?;
         Ok(())
     };
     let bar = crate::cli::step_progress(args.steps);
@@ -189,6 +311,7 @@ pub fn run(args: MdArgs) -> Result<()> {
     let first_step = walkers.steps_done();
     let stride = 3 * n_atoms;
     let mut since_checkpoint = 0;
+    let mut values = vec![0.0; cvs.len()];
     while walkers.steps_done() < args.steps {
         let chunk = args.record_every.min(args.steps - walkers.steps_done());
         walkers.step(chunk)?;
@@ -199,33 +322,52 @@ pub fn run(args: MdArgs) -> Result<()> {
             for w in 0..args.walkers {
                 let p =
                     |a: usize| Point3::new(x[w * stride + 3 * a], x[w * stride + 3 * a + 1], x[w * stride + 3 * a + 2]);
-                for atoms in &cvs {
-                    let value = dihedral(&p(atoms[0]), &p(atoms[1]), &p(atoms[2]), &p(atoms[3])) as f32;
-                    record.extend_from_slice(&value.to_le_bytes());
+                for (value, atoms) in values.iter_mut().zip(&cvs) {
+                    *value = dihedral(&p(atoms[0]), &p(atoms[1]), &p(atoms[2]), &p(atoms[3]));
+                }
+                match &mut histogram {
+                    Some(h) => h.settings.add_frame(&mut h.counts, &values)?,
+                    None => values.iter().for_each(|&v| record.extend_from_slice(&(v as f32).to_le_bytes())),
                 }
             }
-            cv_file.write_all(&record).with_context(|| format!("writing {}", cv_path.display()))?;
+            if let Some(file) = &mut cv_file {
+                file.write_all(&record).with_context(|| format!("writing {}", cv_path.display()))?;
+            }
             for (w, dcd) in dcds.iter_mut().enumerate() {
                 dcd.append(&centred(&x[w * stride..(w + 1) * stride]))?;
             }
             frames += 1;
+            if let Some(h) = histogram.as_ref().filter(|h| h.settings.is_mark(frames)) {
+                cv_histograms::write_mark(&args.out, &h.settings, frames, &h.counts)?;
+            }
         }
         if since_checkpoint >= args.checkpoint_every || walkers.steps_done() == args.steps {
-            cv_file.sync_data()?;
+            if let Some(file) = &cv_file {
+                file.sync_data()?;
+            }
             for dcd in &mut dcds {
                 dcd.sync()?;
             }
+            // Order matters for a kill at any point: the histogram at the checkpoint's frames is
+            // written before the checkpoint, cv.json after it (so a mark exists at the frames it
+            // announces), and the previous checkpoint's histogram, unless it lies on a mark, last.
+            if let Some(h) = &histogram {
+                cv_histograms::write_mark(&args.out, &h.settings, frames, &h.counts)?;
+            }
             let state = walkers.checkpoint()?;
-            write_checkpoint(
-                &checkpoint_path,
-                &Checkpoint {
-                    meta: serde_json::json!({"run": description, "steps_done": state.steps_done,
-                        "steps_since_recentre": state.steps_since_recentre, "frames": frames,
-                        "evaluations": walkers.evaluations()}),
-                    sections: vec![("openmm".into(), state.openmm)],
-                },
-            )?;
+            let mut meta = serde_json::json!({"run": description, "steps_done": state.steps_done,
+                "steps_since_recentre": state.steps_since_recentre, "frames": frames,
+                "evaluations": walkers.evaluations()});
+            let mut sections = vec![("openmm".to_string(), state.openmm)];
+            if let Some(h) = &histogram {
+                meta["histogram"] = h.settings.to_json();
+                sections.push(("cv_histogram".into(), f64_bytes(&h.counts)));
+            }
+            write_checkpoint(&checkpoint_path, &Checkpoint { meta, sections })?;
             write_description(frames)?;
+            if let Some(h) = &histogram {
+                cv_histograms::remove_between_marks_before(&args.out, &h.settings, frames)?;
+            }
             since_checkpoint = 0;
         }
         let rate = (walkers.steps_done() - first_step) as f64 * args.walkers as f64

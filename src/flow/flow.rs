@@ -128,13 +128,30 @@ impl FlowSpec {
 
     /// A lower bound on the flow's parameter count, without building it: each coupling layer's
     /// conditioner reads every untransformed dimension and the context through `hidden` units,
-    /// writes every transformed dimension from them, and has two `hidden x hidden` matrices per
-    /// residual block. Saturates instead of overflowing, so a hostile spec gives a huge bound,
-    /// which a reader compares with the size of the weights file before allocating anything.
+    /// writes the parameters of every transformed dimension (at least half the dimensions,
+    /// rounded down, or the one dimension of a one-dimensional flow; 2 per dimension for affine couplings, `3 bins - 1` or more for splines) from
+    /// them, and has two `hidden x hidden` matrices per residual block. Saturates instead of
+    /// overflowing, so a hostile spec gives a huge bound, which a reader compares with the size
+    /// of the weights file before allocating anything.
+    ///
+    /// ```
+    /// use cgflow::flow::flow::{Flow, FlowSpec, Precision};
+    /// let spec = FlowSpec { hidden: 32, layers: 4, ..FlowSpec::aldp_conditional(Precision::F32, 1) };
+    /// let flow = Flow::new(&spec, &candle_core::Device::Cpu).unwrap();
+    /// let built = flow.params().count() as u128;
+    /// assert!(spec.min_parameters() <= built && built < spec.min_parameters() * 11 / 10);
+    /// ```
     pub fn min_parameters(&self) -> u128 {
         let (dims, context, hidden) = (self.dims as u128, self.context as u128, self.hidden as u128);
+        // A one-dimensional flow transforms its dimension given the context alone.
+        let transformed = if dims == 1 { 1 } else { dims / 2 };
+        let per_transformed: u128 = match self.coupling {
+            CouplingKind::Affine { .. } => 2,
+            CouplingKind::Spline { bins, .. } => (3 * bins as u128).saturating_sub(1),
+        };
+        let reads = dims.saturating_sub(transformed).saturating_add(context);
         let per_layer = hidden
-            .saturating_mul(dims.saturating_add(context))
+            .saturating_mul(reads.saturating_add(transformed.saturating_mul(per_transformed)))
             .saturating_add(hidden.saturating_mul(hidden).saturating_mul(2).saturating_mul(self.blocks as u128));
         per_layer.saturating_mul(self.layers as u128)
     }

@@ -30,6 +30,55 @@ pub struct CvRun {
     pub values: Vec<f32>,
 }
 
+/// Errors unless `description` (a run's `cv.json`) names the System whose XML (read from
+/// `system_path`) is `system_xml`.
+pub fn check_fingerprint(
+    description: &serde_json::Value,
+    dir: &Path,
+    system_xml: &str,
+    system_path: &Path,
+) -> Result<()> {
+    let fingerprint = crate::io::fingerprint(system_xml);
+    if description["system_fingerprint"] != serde_json::json!(fingerprint) {
+        return Err(Error::invalid(format!(
+            "{} was recorded with another system (fingerprint {}, {} has {fingerprint})",
+            dir.display(),
+            description["system_fingerprint"],
+            system_path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Errors unless the runs described by `descriptions` (their `cv.json`) can be pooled into one:
+/// the same CVs, system, time step, temperature, friction, steps per frame and histogram
+/// settings, and no two with one seed (the same seed is the same trajectory, not an independent
+/// one).
+pub fn check_poolable(descriptions: &[&serde_json::Value]) -> Result<()> {
+    let Some(first) = descriptions.first() else {
+        return Err(Error::invalid("pooling MD runs: no run given"));
+    };
+    let same =
+        ["cvs", "system_fingerprint", "step_fs", "temperature_k", "friction_per_ps", "steps_per_frame", "histogram"];
+    let mut seeds = Vec::new();
+    for (i, run) in descriptions.iter().enumerate() {
+        if let Some(key) = same.iter().find(|k| run[**k] != first[**k]) {
+            return Err(Error::invalid(format!(
+                "pooling MD runs: run {i} has {key} {}, run 0 has {}",
+                run[*key], first[*key]
+            )));
+        }
+        let seed = &run["seed"];
+        if seeds.contains(seed) {
+            return Err(Error::invalid(format!(
+                "pooling MD runs: run {i} has seed {seed} like an earlier run; it is not independent"
+            )));
+        }
+        seeds.push(seed.clone());
+    }
+    Ok(())
+}
+
 fn field(description: &serde_json::Value, name: &str, path: &Path) -> Result<u64> {
     description[name]
         .as_u64()
@@ -45,6 +94,13 @@ impl CvRun {
         let text = std::fs::read_to_string(&description_path).map_err(|e| Error::io(&description_path, e))?;
         let description: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::parse(&description_path, format!("not valid JSON: {e}")))?;
+        if description.get("histogram").is_some() {
+            return Err(Error::invalid(format!(
+                "{} keeps histograms of its CVs, not their values (cgflow md --histogram-bins); cgflow compare --md \
+                 and cgflow reference --check-md read it, a reference estimate cannot",
+                dir.display()
+            )));
+        }
         let walkers = field(&description, "walkers", &description_path)?;
         let frames = field(&description, "frames", &description_path)?;
         let steps_per_frame = field(&description, "steps_per_frame", &description_path)?;
@@ -86,16 +142,7 @@ impl CvRun {
     /// Errors unless the run in `dir` was recorded with the System whose XML (read from
     /// `system_path`) is `system_xml`.
     pub fn check_system(&self, dir: &Path, system_xml: &str, system_path: &Path) -> Result<()> {
-        let fingerprint = crate::io::fingerprint(system_xml);
-        if self.description["system_fingerprint"] != serde_json::json!(fingerprint) {
-            return Err(Error::invalid(format!(
-                "{} was recorded with another system (fingerprint {}, {} has {fingerprint})",
-                dir.display(),
-                self.description["system_fingerprint"],
-                system_path.display()
-            )));
-        }
-        Ok(())
+        check_fingerprint(&self.description, dir, system_xml, system_path)
     }
 
     /// Pools independent runs of one system into one run whose walkers are theirs side by side
@@ -108,8 +155,6 @@ impl CvRun {
         let Some(first) = runs.first() else {
             return Err(Error::invalid("pooling MD runs: no run given"));
         };
-        let same = ["cvs", "system_fingerprint", "step_fs", "temperature_k", "friction_per_ps"];
-        let mut seeds = Vec::new();
         for (i, run) in runs.iter().enumerate() {
             if run.steps_per_frame != first.steps_per_frame || run.cvs != first.cvs {
                 return Err(Error::invalid(format!(
@@ -117,20 +162,8 @@ impl CvRun {
                     run.cvs, run.steps_per_frame, first.cvs, first.steps_per_frame
                 )));
             }
-            if let Some(key) = same.iter().find(|k| run.description[**k] != first.description[**k]) {
-                return Err(Error::invalid(format!(
-                    "pooling MD runs: run {i} has {key} {}, run 0 has {}",
-                    run.description[*key], first.description[*key]
-                )));
-            }
-            let seed = &run.description["seed"];
-            if seeds.contains(seed) {
-                return Err(Error::invalid(format!(
-                    "pooling MD runs: run {i} has seed {seed} like an earlier run; it is not independent"
-                )));
-            }
-            seeds.push(seed.clone());
         }
+        check_poolable(&runs.iter().map(|r| &r.description).collect::<Vec<_>>())?;
         let frames = runs.iter().map(|r| r.frames).min().unwrap_or(0);
         let walkers: usize = runs.iter().map(|r| r.walkers).sum();
         let cvs = first.cvs;

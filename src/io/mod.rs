@@ -12,6 +12,7 @@
 pub mod al_checkpoint;
 pub mod cg_points;
 pub mod checkpoint;
+pub mod cv_histograms;
 pub mod cv_run;
 pub mod dcd;
 pub mod flow_checkpoint;

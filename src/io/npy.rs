@@ -326,15 +326,23 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f64]) -> Result<()> {
 /// A `data` length other than the product of `shape` (1 for the scalar shape `[]`) is an
 /// [`Error::InvalidInput`].
 pub fn format_npy(shape: &[usize], data: &[f64]) -> Result<Vec<u8>> {
+    let values: Vec<[u8; 8]> = data.iter().map(|v| v.to_le_bytes()).collect();
+    format_npy_bytes(shape, "<f8", values.len(), values.as_flattened())
+}
+
+/// The bytes of a `'<f4'` `.npy` file holding `data` with `shape`, laid out as [`format_npy`]'s.
+/// For arrays whose values float32 holds exactly (counts below 2^24, say) at half the size.
+pub fn format_npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
+    let values: Vec<[u8; 4]> = data.iter().map(|v| v.to_le_bytes()).collect();
+    format_npy_bytes(shape, "<f4", values.len(), values.as_flattened())
+}
+
+fn format_npy_bytes(shape: &[usize], descr: &str, count: usize, data: &[u8]) -> Result<Vec<u8>> {
     let expected = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    if expected != Some(data.len()) {
-        return Err(Error::invalid(format!(
-            "npy shape {} does not match {} data values",
-            shape_literal(shape),
-            data.len()
-        )));
+    if expected != Some(count) {
+        return Err(Error::invalid(format!("npy shape {} does not match {count} data values", shape_literal(shape))));
     }
-    let dict = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {}, }}", shape_literal(shape));
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {}, }}", shape_literal(shape));
     // The header is the dict, blanks, and the newline NumPy ends every header with.
     let padded_len = |preamble: usize| (preamble + dict.len() + 1).next_multiple_of(ALIGNMENT) - preamble;
     let (version, length_bytes) = if padded_len(10) <= usize::from(u16::MAX) { (1u8, 2) } else { (2u8, 4) };
@@ -343,16 +351,14 @@ pub fn format_npy(shape: &[usize], data: &[f64]) -> Result<Vec<u8>> {
     let header_len_bytes = u32::try_from(header_len)
         .map_err(|_| Error::invalid(format!("npy header for shape {} is too long", shape_literal(shape))))?
         .to_le_bytes();
-    let mut bytes = Vec::with_capacity(preamble + header_len + 8 * data.len());
+    let mut bytes = Vec::with_capacity(preamble + header_len + data.len());
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&[version, 0]);
     bytes.extend_from_slice(&header_len_bytes[..length_bytes]);
     bytes.extend_from_slice(dict.as_bytes());
     bytes.resize(preamble + header_len - 1, b' ');
     bytes.push(b'\n');
-    for value in data {
-        bytes.extend_from_slice(&value.to_le_bytes());
-    }
+    bytes.extend_from_slice(data);
     Ok(bytes)
 }
 

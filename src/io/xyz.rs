@@ -74,8 +74,9 @@ pub fn parse_xyz(text: &str, unit: Option<LengthUnit>, path_for_errors: &Path) -
         }
         let n_atoms = parse_atom_count(lines[count_index]).map_err(|m| err(count_index + 1, m))?;
         let comment_index = count_index + 1;
-        let end = comment_index + 1 + n_atoms;
-        if end > lines.len() {
+        // Compared before adding, so that a count near usize::MAX cannot wrap around.
+        let lines_after_comment = lines.len().saturating_sub(comment_index + 1);
+        if n_atoms > lines_after_comment {
             return Err(err(
                 lines.len(),
                 format!(
@@ -85,6 +86,7 @@ pub fn parse_xyz(text: &str, unit: Option<LengthUnit>, path_for_errors: &Path) -
                 ),
             ));
         }
+        let end = comment_index + 1 + n_atoms;
         let unit = *unit.get_or_insert_with(|| LengthUnit::from_comment(lines[comment_index]));
         let mut frame_elements = Vec::with_capacity(n_atoms);
         for (index, line) in lines.iter().enumerate().take(end).skip(comment_index + 1) {
@@ -261,6 +263,11 @@ mod tests {
         assert!(message.contains("line 4: file ends inside frame 1"), "{message}");
         assert!(message.contains("says 3 atoms"), "{message}");
         let err = parse("3\n", None).unwrap_err();
+        assert!(err.to_string().contains("file ends inside frame 1"), "{err}");
+        // Found by the fuzz harness: a count near usize::MAX wrapped the frame's end around
+        // and then asked for a vector of that capacity.
+        let huge = format!("{}\ncomment\nC 1 2 3\n", usize::MAX);
+        let err = parse(&huge, None).unwrap_err();
         assert!(err.to_string().contains("file ends inside frame 1"), "{err}");
     }
 

@@ -106,6 +106,61 @@ pub fn md_cost_curve(
     Ok(points)
 }
 
+/// Cumulative histograms of one MD run at some of its frame counts (a run that kept histograms,
+/// not CV values).
+#[derive(Debug, Clone, Copy)]
+pub struct HistogramMarks<'a> {
+    /// (frames, counts), ascending in frames; the counts begin with the (phi, psi) histogram on
+    /// the reference's grid (row-major, phi-major), any further pairs after it.
+    pub marks: &'a [(u64, Vec<f64>)],
+    /// Walkers of the run.
+    pub walkers: usize,
+    /// MD steps between frames.
+    pub steps_per_frame: u64,
+}
+
+/// KL divergence of the pooled histogram of independent `runs` (their counts summed) against
+/// `reference`, with empty bins handled by `rule`, after each frame count in `at_frames`
+/// (ascending; every run must hold a histogram there). All runs must share walkers and steps per
+/// frame: the pooled run made frames x steps_per_frame x walkers x runs evaluations.
+pub fn pooled_histogram_cost_curve(
+    reference: &KlReference,
+    runs: &[HistogramMarks],
+    at_frames: &[u64],
+    rule: EmptyBinRule,
+) -> Result<Vec<CostPoint>> {
+    let first = runs.first().ok_or_else(|| Error::invalid("no histogram runs to pool"))?;
+    if runs.iter().any(|r| r.walkers != first.walkers || r.steps_per_frame != first.steps_per_frame) {
+        return Err(Error::invalid("pooled histogram runs must share their walkers and steps per frame"));
+    }
+    if at_frames.windows(2).any(|w| w[0] >= w[1]) || at_frames.first() == Some(&0) {
+        return Err(Error::invalid("frames must be ascending and start at 1 or later"));
+    }
+    let cells = reference.grid().size();
+    let mut points = Vec::with_capacity(at_frames.len());
+    let mut pooled = vec![0.0; cells];
+    for &frames in at_frames {
+        pooled.iter_mut().for_each(|c| *c = 0.0);
+        for (r, run) in runs.iter().enumerate() {
+            let counts = run
+                .marks
+                .binary_search_by_key(&frames, |m| m.0)
+                .map(|i| &run.marks[i].1)
+                .map_err(|_| Error::invalid(format!("run {r} has no histogram after {frames} frames")))?;
+            if counts.len() < cells {
+                return Err(Error::invalid(format!(
+                    "run {r}: a histogram of {} bins for a reference of {cells}",
+                    counts.len()
+                )));
+            }
+            pooled.iter_mut().zip(counts).for_each(|(p, c)| *p += c);
+        }
+        let evaluations = (frames * first.steps_per_frame * (first.walkers * runs.len()) as u64) as f64;
+        points.push(CostPoint { evaluations, kld: reference.kl_to_counts(&pooled, rule)? });
+    }
+    Ok(points)
+}
+
 /// Frames spaced evenly in log scale from `first` to `last`, about `per_decade` per decade,
 /// ascending and unique.
 ///

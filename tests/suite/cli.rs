@@ -376,3 +376,119 @@ fn a_run_folder_left_by_a_run_killed_before_its_first_checkpoint_is_not_overwrit
     let e = failing(&["energy", "--system", path(&dir.path().join("missing.xml")), "--positions", path(&start)], &[]);
     assert_eq!(e.matches("os error 2").count(), 1, "{e}");
 }
+
+/// The (phi, psi) histogram of the first `frames` frames of a cv.f32 of `walkers` walkers,
+/// binned here independently of the library.
+fn histogram_of_values(cv: &[u8], walkers: usize, frames: usize, bins: usize) -> Vec<f64> {
+    let value = |i: usize| f32::from_le_bytes([cv[4 * i], cv[4 * i + 1], cv[4 * i + 2], cv[4 * i + 3]]) as f64;
+    let bin = |x: f64| {
+        { ((x + std::f64::consts::PI) / (2.0 * std::f64::consts::PI) * bins as f64).floor() as i64 }
+            .rem_euclid(bins as i64) as usize
+    };
+    let mut counts = vec![0.0; bins * bins];
+    for s in 0..frames * walkers {
+        counts[bin(value(2 * s)) * bins + bin(value(2 * s + 1))] += 1.0;
+    }
+    counts
+}
+
+#[test]
+fn md_histogram_runs_match_their_cv_values_and_resume_and_migrate() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (system, start) = (aldp("aldp_obc1.xml"), aldp("min_energy.pdb"));
+    let run_args = |out: &Path, steps: &str, histogram: bool| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "md",
+            "--system",
+            path(&system),
+            "--positions",
+            path(&start),
+            "--out",
+            path(out),
+            "--walkers",
+            "4",
+            "--steps",
+            steps,
+            "--record-every",
+            "10",
+            "--checkpoint-every",
+            "400",
+            "--dcd-walkers",
+            "0",
+            "--property",
+            "Threads=1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if histogram {
+            a.extend(["--histogram-bins", "12", "--marks-per-decade", "5"].map(String::from));
+        }
+        a
+    };
+    let run = |a: &[String]| {
+        let out = cgflow(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let read = |d: &Path| cgflow::io::cv_histograms::CvHistogramRun::read(d).expect("histogram run");
+    // The same dynamics (one seed, one thread), recorded as CV values and as histograms.
+    let values_dir = dir.path().join("values");
+    run(&run_args(&values_dir, "3000", false));
+    let cv = std::fs::read(values_dir.join("cv.f32")).expect("cv");
+    let straight = dir.path().join("straight");
+    run(&run_args(&straight, "3000", true));
+    assert!(!straight.join("cv.f32").exists());
+    let h = read(&straight);
+    assert_eq!((h.walkers, h.frames, h.steps_per_frame), (4, 300, 10));
+    // Marks at round(10^(k/5)) frames up to 300, and the final frame; no checkpoint's histogram
+    // between marks is left behind.
+    let frames: Vec<u64> = h.marks.iter().map(|m| m.0).collect();
+    assert_eq!(frames, vec![1, 2, 3, 4, 6, 10, 16, 25, 40, 63, 100, 158, 251, 300]);
+    for (f, counts) in &h.marks {
+        assert_eq!(counts, &histogram_of_values(&cv, 4, *f as usize, 12), "mark at {f} frames");
+    }
+
+    // Killed after a checkpoint and resumed: every mark is there once, with all its counts.
+    let killed = dir.path().join("killed");
+    let args = run_args(&killed, "3000", true);
+    kill_after_checkpoint(&args.iter().map(String::as_str).collect::<Vec<_>>(), &killed.join("md.ckpt"));
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    run(&resume);
+    let k = read(&killed);
+    assert_eq!(k.marks.iter().map(|m| m.0).collect::<Vec<_>>(), frames);
+    // Before the first checkpoint (40 frames) the runs are the same trajectory.
+    assert_eq!(k.at(40), h.at(40));
+    // Continued to more steps; a resume without --histogram-bins, or with other bins, is refused.
+    let mut longer = resume.clone();
+    let at = longer.iter().position(|a| a == "3000").expect("--steps");
+    longer[at] = "4000".into();
+    run(&longer);
+    assert_eq!(read(&killed).marks.last().map(|m| m.0), Some(400));
+    let plain: Vec<String> = run_args(&killed, "4000", false).into_iter().chain(["--resume".to_string()]).collect();
+    let e = failing(&plain.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(e.contains("continue it with --histogram-bins"), "{e}");
+    let mut other = longer.clone();
+    let at = other.iter().position(|a| a == "12").expect("bins");
+    other[at] = "24".into();
+    let e = failing(&other.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(e.contains("other settings"), "{e}");
+    // A fresh histogram run refuses the folder of an earlier one, even without its checkpoint.
+    assert!(failing(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]).contains("pass --resume"));
+    std::fs::remove_file(killed.join("md.ckpt")).expect("remove");
+    let e = failing(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(e.contains("histograms"), "{e}");
+
+    // A run started with CV values and continued with histograms: rebuilt from cv.f32, the
+    // marks equal those of the run that kept histograms from the start.
+    let migrated = dir.path().join("migrated");
+    run(&run_args(&migrated, "1500", false));
+    let mut continued = run_args(&migrated, "3000", true);
+    continued.push("--resume".into());
+    run(&continued);
+    let m = read(&migrated);
+    for f in [1, 10, 40, 100] {
+        assert_eq!(m.at(f).map(<[f64]>::to_vec), Some(histogram_of_values(&cv, 4, f as usize, 12)), "{f}");
+    }
+    assert_eq!(m.marks.last().map(|m| m.0), Some(300));
+}

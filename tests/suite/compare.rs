@@ -609,3 +609,91 @@ fn method_pmfs_are_read_at_the_comparison_s_resolution() {
     assert!(failing(&[&args[..], &["--method-pmf", &wrong]].concat()).contains("shape"));
     assert!(failing(&[&args[..], &["--method-pmf", path(&pmf_path)]].concat()).contains("--method-pmf"));
 }
+
+/// One walker of the tiny run as a run folder that keeps histograms (2 x 2 bins, a mark after
+/// every frame), written by hand: `visits` are its bins, frame by frame.
+fn tiny_histogram_run(dir: &Path, visits: [usize; 4], seed: u64) {
+    std::fs::create_dir_all(dir.join("histograms")).unwrap();
+    let mut counts = [0.0; 4];
+    for (f, &b) in visits.iter().enumerate() {
+        counts[b] += 1.0;
+        let mark = dir.join("histograms").join(format!("frames_{:09}.npy", f + 1));
+        cgflow::io::npy::write_npy(&mark, &[1, 2, 2], &counts).unwrap();
+    }
+    let description = serde_json::json!({"walkers": 1, "cvs": [[4, 6, 8, 14], [6, 8, 14, 16]], "steps_per_frame": 10,
+        "frames": 4, "steps": 45, "system_fingerprint": "0", "seed": seed,
+        "histogram": {"bins": 2, "pairs": [[0, 1]], "marks_per_decade": 10}});
+    std::fs::write(dir.join("cv.json"), description.to_string()).unwrap();
+}
+
+#[test]
+fn compare_pools_runs_that_keep_histograms_into_the_curve_of_their_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    tiny_histogram_run(&a, [0, 1, 0, 0], 1);
+    tiny_histogram_run(&b, [3, 3, 2, 3], 2);
+    let reference = tmp.path().join("reference_probabilities.npy");
+    cgflow::io::npy::write_npy(&reference, &[2, 2], &P).unwrap();
+    let out_json = tmp.path().join("curve.json");
+    let args = |md: &[&Path], groups: &str| -> Vec<String> {
+        let mut v: Vec<String> = vec!["compare".into(), "--reference".into(), path(&reference).into()];
+        for d in md {
+            v.extend(["--md".into(), path(d).into()]);
+        }
+        v.extend(
+            [
+                "--groups",
+                groups,
+                "--smooth-reference",
+                "0",
+                "--empty-bins",
+                "pseudo-mass:0.5",
+                "--out",
+                path(&out_json),
+            ]
+            .map(String::from),
+        );
+        v
+    };
+    let strs = |v: &[String]| v.iter().map(String::to_string).collect::<Vec<_>>();
+    let run = |v: Vec<String>| {
+        let v = strs(&v);
+        cgflow(&v.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = run(args(&[&a, &b], "1,2"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
+    // As the 2-walker run of CV values: the mean of the two runs at 10..40 evaluations, then
+    // their pooled histogram at 60 and 80.
+    let both = [[2.0, 1.0, 1.0, 2.0], [3.0, 1.0, 1.0, 3.0]];
+    let w0 = [[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [2.0, 1.0, 0.0, 0.0], [3.0, 1.0, 0.0, 0.0]];
+    let w1 = [[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 2.0], [0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 1.0, 3.0]];
+    let mut expected: Vec<[f64; 2]> =
+        (0..4).map(|f| [10.0 * (f + 1) as f64, 0.5 * (pseudo_mass_half(&w0[f]) + pseudo_mass_half(&w1[f]))]).collect();
+    expected.push([60.0, pseudo_mass_half(&both[0])]);
+    expected.push([80.0, pseudo_mass_half(&both[1])]);
+    let stitched = v["rules"][0]["stitched"].as_array().unwrap();
+    assert_eq!(stitched.len(), expected.len(), "{stitched:?}");
+    for (got, want) in stitched.iter().zip(&expected) {
+        assert_eq!(got[0].as_f64().unwrap(), want[0]);
+        assert!((got[1].as_f64().unwrap() - want[1]).abs() < 1e-12, "{got} vs {want:?}");
+    }
+    assert_eq!(v["end_of_run_evaluations_made"], 90.0);
+    assert_eq!(v["baseline"]["record"], "histograms");
+
+    // Groups are whole runs; one seed twice is not independent; one kind at a time.
+    let e = String::from_utf8_lossy(&run(args(&[&a, &b], "3")).stderr).into_owned();
+    assert!(e.contains("divisors of 2"), "{e}");
+    let twin = tmp.path().join("twin");
+    tiny_histogram_run(&twin, [0, 1, 0, 0], 1);
+    let e = String::from_utf8_lossy(&run(args(&[&a, &twin], "1")).stderr).into_owned();
+    assert!(e.contains("not independent"), "{e}");
+    let values = tmp.path().join("values");
+    tiny_run(&values, 45);
+    let e = String::from_utf8_lossy(&run(args(&[&a, &values], "1")).stderr).into_owned();
+    assert!(e.contains("pool one kind"), "{e}");
+    // A histogram run whose announced frames have no histogram is refused by name.
+    std::fs::remove_file(b.join("histograms/frames_000000004.npy")).unwrap();
+    let e = failing(&strs(&args(&[&b], "1")).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("no histogram at the 4 frames"), "{e}");
+}

@@ -437,3 +437,34 @@ fn a_spec_larger_than_its_weights_is_refused_before_anything_is_allocated() {
     let message = error_text(load_flow(dir.path(), &Device::Cpu));
     assert!(message.contains("flow.json") && message.contains("more than the"), "{message}");
 }
+
+#[test]
+fn the_parameter_bound_lies_below_every_built_flow_and_refuses_an_inflated_spec() {
+    let cpu = Device::Cpu;
+    let base = FlowSpec::aldp_conditional(Precision::F32, 3);
+    let affine = CouplingKind::Affine { max_log_scale: 3.0 };
+    let specs = [
+        FlowSpec { hidden: 16, layers: 2, ..base.clone() },
+        FlowSpec { hidden: 8, layers: 3, blocks: 2, ..base.clone() },
+        FlowSpec { dims: 1, circular: vec![0], context: 2, hidden: 8, layers: 2, ..base.clone() },
+        FlowSpec { dims: 3, circular: vec![], context: 0, hidden: 8, layers: 3, shift_every: 0, ..base.clone() },
+        FlowSpec { dims: 16, circular: vec![], context: 0, coupling: affine, hidden: 64, layers: 8, ..base.clone() },
+        FlowSpec { dims: 2, circular: vec![], context: 0, coupling: affine, hidden: 8, layers: 4, ..base.clone() },
+        FlowSpec { dims: 5, circular: vec![1, 4], context: 1, hidden: 4, layers: 5, ..base.clone() },
+    ];
+    for spec in &specs {
+        let built = Flow::new(spec, &cpu).expect("flow").params().count() as u128;
+        assert!(spec.min_parameters() <= built, "{spec:?}: bound {} > {built}", spec.min_parameters());
+        assert!(spec.min_parameters() * 2 > built, "{spec:?}: bound {} loose for {built}", spec.min_parameters());
+    }
+    // The fuzzers' case: a saved ALDP flow whose spec says 508 dims instead of 58. Its weights
+    // file cannot hold that flow: refused before the flow is built.
+    let dir = tempfile::tempdir().expect("tmp");
+    let small = FlowSpec { hidden: 32, layers: 4, ..base };
+    save_flow(dir.path(), &Flow::new(&small, &cpu).expect("flow"), None).expect("save");
+    let path = dir.path().join("flow.json");
+    let text = std::fs::read_to_string(&path).expect("flow.json").replace("\"dims\": 58", "\"dims\": 508");
+    std::fs::write(&path, text).expect("write");
+    let e = error_text(load_flow(dir.path(), &cpu));
+    assert!(e.contains("parameters"), "{e}");
+}

@@ -12,7 +12,7 @@
 
 use std::alloc::System;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,8 +21,14 @@ use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 #[global_allocator]
 static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// One reader at a time: the allocation counts are global.
+/// One test at a time, set-up included: the allocation counts are global, so another test
+/// building its seed files while a reader is measured would count against that reader.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Held for the whole of each test.
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Mutations per reader in the smoke run.
 const CASES: usize = 2000;
@@ -102,7 +108,6 @@ fn fuzz(name: &str, seed: &[u8], rng_seed: u64, read: impl Fn(&[u8]) -> bool) {
 /// [`fuzz`] for a reader that also reads unmutated companion files of `companion_bytes` in all
 /// (the weights beside a checkpoint's JSON): they count towards what the input justifies.
 fn fuzz_with_companions(name: &str, seed: &[u8], companion_bytes: usize, rng_seed: u64, read: impl Fn(&[u8]) -> bool) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let extra: u64 = std::env::var("CGFLOW_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut rng = ChaCha8Rng::seed_from_u64(rng_seed ^ (extra << 32));
     assert!(read(seed), "{name}: the unmutated seed must be read");
@@ -157,6 +162,7 @@ fn as_text(bytes: &[u8]) -> String {
 
 #[test]
 fn text_position_readers_survive_mutations() {
+    let _serial = serial();
     let p = Path::new("fuzz");
     fuzz("pdb", &data("min_energy.pdb"), 1, |b| {
         cgflow::io::pdb::parse_pdb(&as_text(b), p).and_then(|m| cgflow::io::pdb::positions_from_models(&m)).is_ok()
@@ -171,6 +177,7 @@ fn text_position_readers_survive_mutations() {
 
 #[test]
 fn binary_readers_survive_mutations() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tmp");
     let p = Path::new("fuzz");
     let values: Vec<f64> = (0..2 * 22 * 3).map(|i| 0.01 * i as f64).collect();
@@ -206,6 +213,7 @@ fn binary_readers_survive_mutations() {
 
 #[test]
 fn run_folders_survive_mutations() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tmp");
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).expect("dir");
@@ -233,6 +241,7 @@ fn run_folders_survive_mutations() {
 
 #[test]
 fn histogram_run_folders_survive_mutations() {
+    let _serial = serial();
     use cgflow::io::cv_histograms::{write_mark, CvHistogramRun, HistogramSettings};
     let dir = tempfile::tempdir().expect("tmp");
     let run = dir.path().join("run");
@@ -264,6 +273,7 @@ fn histogram_run_folders_survive_mutations() {
 
 #[test]
 fn model_checkpoint_and_method_files_survive_mutations() {
+    let _serial = serial();
     use cgflow::al::aldp::{AlMode, AldpAl, AldpAlConfig};
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("tmp");

@@ -21,7 +21,7 @@ use cgflow::units::kt_kj_per_mol;
 #[derive(Debug, Args)]
 pub struct ReferenceArgs {
     /// Folder of a `cgflow umbrella` run (cv.f32 and cv.json); repeatable, all are combined.
-    #[arg(long = "umbrella", value_name = "DIR", required = true)]
+    #[arg(long = "umbrella", value_name = "DIR", required_unless_present = "against")]
     umbrella: Vec<PathBuf>,
     /// Folder of an unbiased `cgflow md` run to include in the estimate (repeatable).
     #[arg(long = "md", value_name = "DIR")]
@@ -30,6 +30,10 @@ pub struct ReferenceArgs {
     /// the reference's (repeatable; not part of the estimate).
     #[arg(long = "check-md", value_name = "DIR")]
     check_md: Vec<PathBuf>,
+    /// Check the --check-md runs against this reference folder (its report.json and
+    /// reference_probabilities.npy) instead of estimating a reference from --umbrella runs.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["umbrella", "md", "export_samples"], requires = "check_md")]
+    against: Option<PathBuf>,
     /// Steps of every MD walker left out at its start (equilibration from the start structure).
     #[arg(long, default_value_t = 100_000)]
     md_skip_steps: u64,
@@ -37,7 +41,7 @@ pub struct ReferenceArgs {
     #[arg(long, value_name = "XML", default_value = "data/alanine_dipeptide/aldp_obc1.xml")]
     system: PathBuf,
     /// Output folder (not needed with --export-samples).
-    #[arg(long, value_name = "DIR", required_unless_present = "export_samples")]
+    #[arg(long, value_name = "DIR", required_unless_present_any = ["export_samples", "against"])]
     out: Option<PathBuf>,
     /// Bins per dimension of the output grids.
     #[arg(long, default_value_t = 100)]
@@ -129,17 +133,192 @@ fn populations_json(values: &[f64], errors: Option<&[f64]>) -> serde_json::Value
     serde_json::Value::Object(out)
 }
 
-/// Basin populations of independent MD walkers (mean and standard error over walkers), with the
-/// walkers and evaluations of the run.
-fn md_check(
+/// The basin populations of one unbiased MD folder, block by block: its walkers for a run that
+/// kept CV values, the stretches of time between histogram marks for one that kept histograms
+/// (each pooled over the run's walkers).
+struct MdBlocks {
+    /// Per block, the fraction of its samples in each basin.
+    populations: Vec<Vec<f64>>,
+    /// Samples per block.
+    sizes: Vec<f64>,
+    walkers: usize,
+    evaluations: f64,
+    /// Frames of every walker left out at the start.
+    skipped_frames: u64,
+    /// Whether samples were assigned to basins by their bin's centre (histogram runs) or by
+    /// their own value.
+    by_bin_centre: bool,
+    /// Bins per dimension of a histogram run.
+    bins: Option<usize>,
+}
+
+impl MdBlocks {
+    /// Mean and batch-means standard error per basin, over `blocks` pooled.
+    fn populations(blocks: &[&MdBlocks]) -> Result<(Vec<f64>, Vec<f64>)> {
+        let sizes: Vec<f64> = blocks.iter().flat_map(|b| b.sizes.iter().copied()).collect();
+        let (mut mean, mut se) = (Vec::new(), Vec::new());
+        for basin in 0..aldp::BASIN_NAMES.len() {
+            let values: Vec<f64> = blocks.iter().flat_map(|b| b.populations.iter().map(|p| p[basin])).collect();
+            let m = cgflow::metrics::batch_means::weighted_batch_means(&values, &sizes)?;
+            mean.push(m.mean);
+            se.push(m.standard_error);
+        }
+        Ok((mean, se))
+    }
+}
+
+/// The blocks of one unbiased MD folder, `skip_steps` of every walker left out (for a histogram
+/// run: up to the first mark at or after them).
+fn md_blocks(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) -> Result<MdBlocks> {
+    if !cgflow::io::cv_histograms::is_histogram_run(dir) {
+        let (states, evaluations) = run_states(dir, system_xml, system_path, 1, skip_steps)?;
+        if states.iter().any(|s| s.bias != HarmonicBias2d::UNBIASED) {
+            bail!("{}: an umbrella run, not unbiased MD", dir.display());
+        }
+        let populations = states
+            .iter()
+            .map(|s| {
+                let mut p = vec![0.0; aldp::BASIN_NAMES.len()];
+                for x in &s.samples {
+                    p[aldp::basin_of(*x)] += 1.0 / s.samples.len() as f64;
+                }
+                p
+            })
+            .collect();
+        let run = CvRun::read(dir)?;
+        return Ok(MdBlocks {
+            populations,
+            sizes: states.iter().map(|s| s.samples.len() as f64).collect(),
+            walkers: states.len(),
+            evaluations,
+            skipped_frames: skip_steps.div_ceil(run.steps_per_frame),
+            by_bin_centre: false,
+            bins: None,
+        });
+    }
+    let run = cgflow::io::cv_histograms::CvHistogramRun::read(dir)?;
+    run.check_system(dir, system_xml, system_path)?;
+    let d = &run.description;
+    // `cgflow md` histogram runs carry no "kind"; anything that names another kind is refused.
+    let kind = d["kind"].as_str().unwrap_or("md");
+    let at_300_k = d["temperature_k"].as_f64().is_some_and(|t| (t - 300.0).abs() < 1e-9);
+    if kind != "md" || !at_300_k {
+        bail!("{}: not unbiased MD at 300 K (kind {kind}, temperature {} K)", dir.display(), d["temperature_k"]);
+    }
+    let Some(pair) = run.settings.pairs.iter().position(|p| *p == [0, 1]) else {
+        bail!("{}: no histogram of CVs 0 and 1 (phi, psi)", dir.display());
+    };
+    let bins = run.settings.bins;
+    let per_pair = bins * bins;
+    let skip_frames = skip_steps.div_ceil(run.steps_per_frame);
+    let kept: Vec<&(u64, Vec<f64>)> = run.marks.iter().filter(|(f, _)| *f >= skip_frames).collect();
+    if kept.len() < 2 {
+        bail!(
+            "{}: {} frames, fewer than two histogram marks at or after the {skip_frames} frames left out",
+            dir.display(),
+            run.frames
+        );
+    }
+    let (mut populations, mut sizes) = (Vec::new(), Vec::new());
+    for window in kept.windows(2) {
+        let (before, after) =
+            (&window[0].1[pair * per_pair..][..per_pair], &window[1].1[pair * per_pair..][..per_pair]);
+        let counts: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+        let total: f64 = counts.iter().sum();
+        let p: Vec<f64> = counts.iter().map(|c| c / total).collect();
+        populations.push(mbar::grid_region_populations(&p, bins, aldp::BASIN_NAMES.len(), aldp::basin_of)?);
+        sizes.push(total);
+    }
+    Ok(MdBlocks {
+        populations,
+        sizes,
+        walkers: run.walkers,
+        evaluations: run.walkers as f64 * run.frames as f64 * run.steps_per_frame as f64,
+        skipped_frames: kept[0].0,
+        by_bin_centre: true,
+        bins: Some(bins),
+    })
+}
+
+/// The reference's populations as an MD folder's are counted: by bin centre on the MD grid for
+/// histogram runs (from the reference's probability grid, which must have the same bins), else
+/// the reference's own.
+fn reference_populations_like(
+    md: &MdBlocks,
+    own: &[f64],
+    probabilities: &[f64],
+    bins: usize,
     dir: &Path,
+) -> Result<Vec<f64>> {
+    match md.bins {
+        None => Ok(own.to_vec()),
+        Some(b) if b == bins => {
+            Ok(mbar::grid_region_populations(probabilities, bins, aldp::BASIN_NAMES.len(), aldp::basin_of)?)
+        }
+        Some(b) => bail!("{}: a {b} x {b} histogram, the reference is on {bins} x {bins} bins", dir.display()),
+    }
+}
+
+/// The check of one or more MD folders against reference populations `(values, errors)` whose
+/// probability grid is `probabilities` (bins x bins): each folder alone, and all pooled.
+fn md_checks(
+    dirs: &[PathBuf],
+    reference: (&[f64], &[f64]),
+    probabilities: &[f64],
+    bins: usize,
     system_xml: &str,
     system_path: &Path,
     skip_steps: u64,
-) -> Result<(Vec<f64>, Vec<f64>, usize, f64)> {
-    let (states, evaluations) = run_states(dir, system_xml, system_path, 1, skip_steps)?;
-    let (mean, se) = mbar::series_region_populations(&states, aldp::BASIN_NAMES.len(), aldp::basin_of);
-    Ok((mean, se, states.len(), evaluations))
+) -> Result<serde_json::Value> {
+    let blocks: Vec<MdBlocks> =
+        dirs.iter().map(|d| md_blocks(d, system_xml, system_path, skip_steps)).collect::<Result<_>>()?;
+    let compare = |group: &[&MdBlocks], origin: &Path| -> Result<serde_json::Value> {
+        let (mean, se) = MdBlocks::populations(group)?;
+        let own = reference_populations_like(group[0], reference.0, probabilities, bins, origin)?;
+        let z: Vec<f64> =
+            (0..mean.len()).map(|i| (own[i] - mean[i]) / (se[i].powi(2) + reference.1[i].powi(2)).sqrt()).collect();
+        Ok(serde_json::json!({
+            "walkers": group.iter().map(|b| b.walkers).sum::<usize>(),
+            "evaluations": group.iter().map(|b| b.evaluations).sum::<f64>(),
+            "frames_left_out_per_walker": group.iter().map(|b| b.skipped_frames).collect::<Vec<_>>(),
+            "blocks": group.iter().map(|b| b.sizes.len()).sum::<usize>(),
+            "basins_by": if group[0].by_bin_centre { "bin centre" } else { "sample" },
+            "populations": populations_json(&mean, Some(&se)),
+            "reference_populations_counted_the_same_way": populations_json(&own, Some(reference.1)),
+            "z_reference_minus_md": z,
+            "within_two_standard_errors": z.iter().all(|v| v.abs() <= 2.0)}))
+    };
+    let mut runs = Vec::new();
+    for (dir, b) in dirs.iter().zip(&blocks) {
+        let mut entry = compare(&[b], dir)?;
+        entry["folder"] = serde_json::json!(dir);
+        runs.push(entry);
+    }
+    let mut out = serde_json::json!({
+        "standard_errors": "batch means: walkers as blocks for runs that kept CV values, the stretches between histogram marks (pooled over walkers) for runs that kept histograms",
+        "runs": runs});
+    if blocks.len() > 1 {
+        if blocks.iter().any(|b| b.by_bin_centre != blocks[0].by_bin_centre) {
+            bail!("--check-md: runs that kept CV values and runs that kept histograms count basins differently; check them separately");
+        }
+        let all: Vec<&MdBlocks> = blocks.iter().collect();
+        let mut pooled = compare(&all, &dirs[0])?;
+        // The runs' own spread, a check on the blocks' error with as many degrees of freedom as runs.
+        let per_run: Vec<(Vec<f64>, Vec<f64>)> =
+            blocks.iter().map(|b| MdBlocks::populations(&[b])).collect::<Result<_>>()?;
+        let sizes: Vec<f64> = blocks.iter().map(|b| b.sizes.iter().sum()).collect();
+        let between: Vec<f64> = (0..aldp::BASIN_NAMES.len())
+            .map(|i| {
+                let values: Vec<f64> = per_run.iter().map(|r| r.0[i]).collect();
+                Ok(cgflow::metrics::batch_means::weighted_batch_means(&values, &sizes)?.standard_error)
+            })
+            .collect::<Result<_>>()?;
+        pooled["standard_error_between_runs"] = serde_json::Value::Object(
+            aldp::BASIN_NAMES.iter().zip(&between).map(|(n, e)| (n.to_string(), serde_json::json!(e))).collect(),
+        );
+        out["pooled"] = pooled;
+    }
+    Ok(out)
 }
 
 impl ReferenceArgs {
@@ -149,6 +328,7 @@ impl ReferenceArgs {
             umbrella: vec![dir.to_path_buf()],
             md: vec![],
             check_md: vec![],
+            against: None,
             md_skip_steps: 100_000,
             system: system.to_path_buf(),
             out: Some(dir.to_path_buf()),
@@ -176,6 +356,9 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
             bail!("--export-samples takes exactly one --umbrella run");
         };
         return export_samples(source, dir, args.export_stride, &system_xml, &args.system);
+    }
+    if let Some(reference) = &args.against {
+        return check_against(reference, &args, &system_xml);
     }
     let out = args.out.as_deref().context("--out is needed")?;
     let started = Instant::now();
@@ -261,21 +444,94 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
     if !args.no_wham {
         report["binned_wham_same_samples"] = wham_populations(&states, b)?;
     }
-    let mut checks = Vec::new();
-    for dir in &args.check_md {
-        let (mean, se, walkers, e) = md_check(dir, &system_xml, &args.system, args.md_skip_steps)?;
-        let z: Vec<f64> =
-            (0..mean.len()).map(|i| (populations[i] - mean[i]) / (se[i].powi(2) + errors[i].powi(2)).sqrt()).collect();
-        checks.push(serde_json::json!({"folder": dir, "walkers": walkers, "evaluations": e,
-            "populations": populations_json(&mean, Some(&se)),
-            "z_reference_minus_md": z, "within_two_standard_errors": z.iter().all(|v| v.abs() <= 2.0)}));
+    if !args.check_md.is_empty() {
+        report["md_check"] =
+            md_checks(&args.check_md, (&populations, &errors), &p, b, &system_xml, &args.system, args.md_skip_steps)?;
     }
-    report["md_check"] = serde_json::json!(checks);
     report["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
     let text = serde_json::to_string_pretty(&report)?;
     std::fs::write(out.join("report.json"), &text).with_context(|| format!("writing {}", out.display()))?;
     println!("{text}");
     Ok(())
+}
+
+/// `--against`: the --check-md runs against the populations and probability grid of a reference
+/// folder written by this command.
+fn check_against(reference: &Path, args: &ReferenceArgs, system_xml: &str) -> Result<()> {
+    let report_path = reference.join("report.json");
+    let text = std::fs::read_to_string(&report_path).with_context(|| format!("reading {}", report_path.display()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", report_path.display()))?;
+    let (mut values, mut errors) = (Vec::new(), Vec::new());
+    for name in aldp::BASIN_NAMES {
+        let entry = &report["populations"][name];
+        let (Some(v), Some(e)) = (entry["population"].as_f64(), entry["standard_error"].as_f64()) else {
+            bail!("{}: no population with a standard error for {name}", report_path.display());
+        };
+        values.push(v);
+        errors.push(e);
+    }
+    let grid_path = reference.join("reference_probabilities.npy");
+    let grid = cgflow::io::npy::read_npy(&grid_path)?;
+    let [b, b2] = grid.shape[..] else {
+        bail!("{}: shape {:?}, not a square grid", grid_path.display(), grid.shape);
+    };
+    if b != b2 || b == 0 {
+        bail!("{}: shape {:?}, not a square grid", grid_path.display(), grid.shape);
+    }
+    let mut out =
+        md_checks(&args.check_md, (&values, &errors), &grid.data, b, system_xml, &args.system, args.md_skip_steps)?;
+    out["reference"] = serde_json::json!(reference);
+    out["command"] = serde_json::json!(std::env::args().collect::<Vec<_>>().join(" "));
+    out["md_skip_steps"] = serde_json::json!(args.md_skip_steps);
+    let text = serde_json::to_string_pretty(&out)?;
+    match &args.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            cgflow::io::write_atomically(&dir.join("md_check.json"), text.as_bytes())?;
+            print!("{}", md_check_table(&out));
+            eprintln!("wrote {}", dir.join("md_check.json").display());
+        }
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+/// The MD check as a table: per run and pooled, each basin's MD population beside the reference's
+/// (both in %, with standard errors) and their z.
+fn md_check_table(check: &serde_json::Value) -> String {
+    let percent = |p: &serde_json::Value| {
+        format!(
+            "{:.2} +- {:.2}",
+            100.0 * p["population"].as_f64().unwrap_or(f64::NAN),
+            100.0 * p["standard_error"].as_f64().unwrap_or(f64::NAN)
+        )
+    };
+    let mut rows: Vec<(String, &serde_json::Value)> = Vec::new();
+    for run in check["runs"].as_array().into_iter().flatten() {
+        rows.push((run["folder"].as_str().unwrap_or("?").to_string(), run));
+    }
+    if !check["pooled"].is_null() {
+        rows.push(("pooled".to_string(), &check["pooled"]));
+    }
+    let mut table = String::new();
+    for name in aldp::BASIN_NAMES {
+        table.push_str(&format!("{name} (%): MD | reference | z (reference - MD)\n"));
+        for (label, row) in &rows {
+            let i = aldp::BASIN_NAMES.iter().position(|n| *n == name).unwrap_or(0);
+            table.push_str(&format!(
+                "  {label:<40} {:>9.2e} evaluations  {:>16}  {:>16}  {:+.2}\n",
+                row["evaluations"].as_f64().unwrap_or(f64::NAN),
+                percent(&row["populations"][name]),
+                percent(&row["reference_populations_counted_the_same_way"][name]),
+                row["z_reference_minus_md"][i].as_f64().unwrap_or(f64::NAN)
+            ));
+        }
+    }
+    let verdict = |row: &serde_json::Value| row["within_two_standard_errors"].as_bool().unwrap_or(false);
+    let agree = rows.iter().filter(|(_, r)| verdict(r)).count();
+    table.push_str(&format!("within two standard errors in every basin: {agree} of {} rows\n", rows.len()));
+    table
 }
 
 /// Basin populations of binned WHAM on the same samples (the bias at bin centres), for comparison.

@@ -11,12 +11,15 @@
 //!   the speedup at equal KLD (with bounds, never extrapolated).
 //! - [`quadrature`]: adaptive Gauss-Kronrod integration and the exact Müller-Brown and double-well
 //!   free energies.
+//! - [`batch_means`]: the mean of a correlated series from block means of unequal sizes, with
+//!   its standard error.
 //! - [`weights`]: log-space importance weights: [`log_sum_exp`], [`effective_sample_size`], the
 //!   importance-sampling free-energy estimate (optionally with the top weights clipped).
 //!
 //! Pure math: no I/O, no printing; bad input gives [`crate::Error::InvalidInput`], never a panic.
 //! Angles are radians; periodic (phi, psi) live on `[-pi, pi)`.
 
+pub mod batch_means;
 pub mod cost_curve;
 pub mod divergence;
 pub mod histogram;

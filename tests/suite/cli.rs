@@ -392,6 +392,121 @@ fn histogram_of_values(cv: &[u8], walkers: usize, frames: usize, bins: usize) ->
     counts
 }
 
+/// `cgflow reference --against` on a 12 x 12 histogram run of 4 walkers and 300 frames whose CV
+/// values are `cv`: the blocks are the stretches between marks, their basin populations (by bin
+/// centre) and batch-means errors are recomputed here from the values, and the reference's
+/// populations from a uniform grid by counting bin centres. Then the bad inputs.
+fn md_check_of_a_histogram_run_against_a_reference_folder(dir: &Path, run: &Path, cv: &[u8]) {
+    use std::f64::consts::PI;
+    let bins = 12;
+    let centre = |i: usize| -PI + (i as f64 + 0.5) * 2.0 * PI / bins as f64;
+    // Basin 0 beta/PII, 1 alpha_R (phi < 0, -2.5 < psi < 1), 2 phi >= 0, of a bin's centre.
+    let basin = |b: usize| {
+        let (phi, psi) = (centre(b / bins), centre(b % bins));
+        if phi >= 0.0 {
+            2
+        } else if psi > -2.5 && psi < 1.0 {
+            1
+        } else {
+            0
+        }
+    };
+    // Marks at or after the 400 steps (40 frames) left out: 40, 63, 100, 158, 251, 300.
+    let marks = [40, 63, 100, 158, 251, 300];
+    let (mut block_populations, mut sizes) = (Vec::new(), Vec::new());
+    for w in marks.windows(2) {
+        let (a, b) = (histogram_of_values(cv, 4, w[0], bins), histogram_of_values(cv, 4, w[1], bins));
+        let counts: Vec<f64> = b.iter().zip(&a).map(|(b, a)| b - a).collect();
+        let mut p = [0.0; 3];
+        for (i, c) in counts.iter().enumerate() {
+            p[basin(i)] += c;
+        }
+        let n: f64 = counts.iter().sum();
+        assert_eq!(n, 4.0 * (w[1] - w[0]) as f64);
+        block_populations.push(p.map(|x| x / n));
+        sizes.push(n);
+    }
+    let total: f64 = sizes.iter().sum();
+    let sum_sq: f64 = sizes.iter().map(|n| n * n).sum();
+    let expected: Vec<(f64, f64)> = (0..3)
+        .map(|k| {
+            let mean = block_populations.iter().zip(&sizes).map(|(p, n)| p[k] * n).sum::<f64>() / total;
+            let ss: f64 = block_populations.iter().zip(&sizes).map(|(p, n)| (n * (p[k] - mean)).powi(2)).sum();
+            (mean, (ss / (total * total - sum_sq)).sqrt())
+        })
+        .collect();
+    // A uniform reference on the same bins, with made-up errors.
+    let reference = dir.join("reference");
+    std::fs::create_dir_all(&reference).expect("mkdir");
+    let write_reference = |shape: &[usize], report: serde_json::Value| {
+        let n: usize = shape.iter().product();
+        cgflow::io::npy::write_npy(&reference.join("reference_probabilities.npy"), shape, &vec![1.0 / n as f64; n])
+            .expect("npy");
+        std::fs::write(reference.join("report.json"), report.to_string()).expect("report");
+    };
+    let names = ["beta_PII", "alpha_R", "phi_positive"];
+    let report = serde_json::json!({"populations": {
+        "beta_PII": {"population": 0.2, "standard_error": 0.01},
+        "alpha_R": {"population": 0.3, "standard_error": 0.02},
+        "phi_positive": {"population": 0.5, "standard_error": 0.03}}});
+    let errors = [0.01, 0.02, 0.03];
+    write_reference(&[bins, bins], report.clone());
+    let mut uniform = [0.0; 3];
+    for b in 0..bins * bins {
+        uniform[basin(b)] += 1.0 / (bins * bins) as f64;
+    }
+    assert!((uniform[1] - 42.0 / 144.0).abs() < 1e-12, "{uniform:?}");
+    let out = dir.join("md_check");
+    let system = aldp("aldp_obc1.xml");
+    let args = |runs: &[&Path], system: &Path| -> Vec<String> {
+        let mut a: Vec<String> =
+            ["reference", "--against", path(&reference), "--out", path(&out), "--system", path(system)]
+                .map(String::from)
+                .to_vec();
+        for r in runs {
+            a.extend(["--check-md".to_string(), path(r).to_string()]);
+        }
+        a.extend(["--md-skip-steps", "400"].map(String::from));
+        a
+    };
+    let result = cgflow(&args(&[run, run], &system).iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert!(String::from_utf8_lossy(&result.stdout).contains("alpha_R (%): MD | reference"));
+    let check: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("md_check.json")).expect("md_check.json"))
+            .expect("json");
+    let one = &check["runs"][0];
+    assert_eq!(one["blocks"], 5);
+    assert_eq!(one["frames_left_out_per_walker"], serde_json::json!([40]));
+    for (k, name) in names.iter().enumerate() {
+        let (mean, se) = expected[k];
+        let got = &one["populations"][name];
+        assert!((got["population"].as_f64().unwrap() - mean).abs() < 1e-12, "{name}: {got} vs {mean}");
+        assert!((got["standard_error"].as_f64().unwrap() - se).abs() < 1e-12, "{name}: {got} vs {se}");
+        let own = one["reference_populations_counted_the_same_way"][name]["population"].as_f64().unwrap();
+        assert!((own - uniform[k]).abs() < 1e-12, "{name}: {own}");
+        let z = (uniform[k] - mean) / (se * se + errors[k] * errors[k]).sqrt();
+        assert!((one["z_reference_minus_md"][k].as_f64().unwrap() - z).abs() < 1e-9, "{name}");
+        // The same run twice pooled: the same mean, and no spread between the runs.
+        let pooled = &check["pooled"];
+        assert!((pooled["populations"][name]["population"].as_f64().unwrap() - mean).abs() < 1e-12);
+        assert!(pooled["standard_error_between_runs"][name].as_f64().unwrap().abs() < 1e-12);
+    }
+    // Bad input: another System, a grid of other bins, a grid that is not square, a report
+    // without an error.
+    let e = failing(&args(&[run], &aldp("aldp_vacuum.xml")).iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(e.contains("another system"), "{e}");
+    let run_once = || failing(&args(&[run], &system).iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    write_reference(&[10, 10], report.clone());
+    assert!(run_once().contains("the reference is on 10 x 10 bins"));
+    write_reference(&[12, 6], report.clone());
+    assert!(run_once().contains("not a square grid"));
+    let mut no_error = report;
+    no_error["populations"]["alpha_R"].as_object_mut().expect("object").remove("standard_error");
+    write_reference(&[bins, bins], no_error);
+    assert!(run_once().contains("no population with a standard error for alpha_R"));
+}
+
 #[test]
 fn md_histogram_runs_match_their_cv_values_and_resume_and_migrate() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -440,6 +555,7 @@ fn md_histogram_runs_match_their_cv_values_and_resume_and_migrate() {
     assert!(!straight.join("cv.f32").exists());
     let h = read(&straight);
     assert_eq!((h.walkers, h.frames, h.steps_per_frame), (4, 300, 10));
+    md_check_of_a_histogram_run_against_a_reference_folder(dir.path(), &straight, &cv);
     // Marks at round(10^(k/5)) frames up to 300, and the final frame; no checkpoint's histogram
     // between marks is left behind.
     let frames: Vec<u64> = h.marks.iter().map(|m| m.0).collect();

@@ -130,13 +130,18 @@ fn bias_act_bwd<T: Real>(relu: bool, res: &Tensor, grad: &Tensor) -> CResult<(Te
     Ok((to_tensor(masked, (rows, cols), grad)?, Tensor::from_vec(bias_grad, cols, grad.device())?))
 }
 
-/// Column sums of a row-major matrix, split over row blocks.
+/// Rows per block of [`column_sums`]: fixed, so that the order of the additions, and with it the
+/// rounding, is the same on every machine and for every thread count.
+const COLUMN_SUM_BLOCK_ROWS: usize = 256;
+
+/// Column sums of a row-major matrix: row blocks summed in parallel, then the blocks' sums added
+/// in order (a parallel tree reduction would group the additions by how the work was split).
 pub(crate) fn column_sums<T: Real>(data: &[T], rows: usize, cols: usize) -> Vec<T> {
-    if rows == 0 {
+    if rows == 0 || cols == 0 {
         return vec![T::zero(); cols];
     }
-    let block = rows.div_ceil(rayon::current_num_threads().max(1)).max(64);
-    data.par_chunks(block * cols)
+    let blocks: Vec<Vec<T>> = data
+        .par_chunks(COLUMN_SUM_BLOCK_ROWS * cols)
         .map(|chunk| {
             let mut acc = vec![T::zero(); cols];
             for row in chunk.chunks_exact(cols) {
@@ -144,13 +149,12 @@ pub(crate) fn column_sums<T: Real>(data: &[T], rows: usize, cols: usize) -> Vec<
             }
             acc
         })
-        .reduce(
-            || vec![T::zero(); cols],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, &b)| *a += b);
-                a
-            },
-        )
+        .collect();
+    let mut total = vec![T::zero(); cols];
+    for block in &blocks {
+        total.iter_mut().zip(block).for_each(|(a, &b)| *a += b);
+    }
+    total
 }
 
 impl candle_core::CustomOp2 for BiasAct {

@@ -342,3 +342,100 @@ fn bad_input_is_a_clear_error() {
     let m = t.forward(&line).expect_err("collinear").to_string();
     assert!(m.contains("collinear"), "{m}");
 }
+
+/// The second peptide's System and minimum-energy structure (`tools/make_ace_ala2_nme.py`).
+fn ace_ala2_nme() -> (System, cgflow::io::pdb::PdbModel) {
+    let dir = crate::util::root().join("data/ace_ala2_nme");
+    let system = System::from_xml_file(&dir.join("system_obc1.xml")).expect("system");
+    let mut models = cgflow::io::pdb::read_pdb(&dir.join("min_energy.pdb")).expect("pdb");
+    (system, models.remove(0))
+}
+
+#[test]
+fn ace_ala2_nme_from_its_bond_graph_round_trips_and_finds_its_two_chiral_alphas() {
+    use cgflow::coords::cg_definition::{resolve, AtomLabel};
+    use cgflow::coords::molecule::Molecule;
+    let (system, model) = ace_ala2_nme();
+    let (masses, bonds) = (system.masses().expect("masses"), system.bonds().expect("bonds"));
+    assert_eq!((masses.len(), bonds.len()), (32, 31), "32 atoms in a tree");
+    let x0 = model.positions_nm();
+    let atoms: Vec<AtomLabel> =
+        model.atoms.iter().map(|a| AtomLabel { name: a.name.clone(), residue: a.residue_number }).collect();
+    // ACE 1 (atoms 0-5), ALA 2 (6-15), ALA 3 (16-25), NME 4 (26-31).
+    let cg = resolve("backbone", &atoms).expect("backbone");
+    assert_eq!(cg, vec![[4, 6, 8, 14], [6, 8, 14, 16], [14, 16, 18, 24], [16, 18, 24, 26]]);
+    assert_eq!(resolve("phi:2 psi:2 phi:3 psi:3", &atoms).expect("by residue"), cg);
+    let molecule = Molecule::new(&masses, &bonds, &x0, &cg).expect("molecule");
+    // Exactly the two alanine CA are chiral (the methyls' hydrogens are alike, the caps have none).
+    let centres: Vec<usize> = molecule.chiral_centres().iter().map(|c| c.atom).collect();
+    assert_eq!(centres, vec![8, 18]);
+    // One circular dihedral per rotatable bond: 4 methyl rotors, 3 peptide bonds, 2 phi, 2 psi.
+    assert_eq!(molecule.circular_indices().len(), 11);
+    let z = molecule.zmatrix().clone();
+    assert_eq!(z.n_internal(), 3 * 32 - 6);
+    let mut q = vec![0.0; z.n_internal()];
+    z.to_internal(&x0, &mut q).expect("internal");
+    for (&index, d) in molecule.cg_indices().iter().zip(&cg) {
+        let p = d.map(|a| nalgebra::Point3::new(x0[3 * a], x0[3 * a + 1], x0[3 * a + 2]));
+        let want = cgflow::coords::geometry::dihedral(&p[0], &p[1], &p[2], &p[3]);
+        assert!((q[index] - want).abs() < 1e-12, "CG dihedral {d:?}");
+    }
+    let anchors = z.anchors();
+    let t = InternalCoordinates::around_structure(z, &x0, Default::default(), molecule.circular_indices())
+        .expect("transform");
+    // Round trip on perturbed structures.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+    let noise = Normal::new(0.0, 0.01).expect("sigma");
+    let x: Vec<f64> = (0..10).flat_map(|_| x0.iter().map(|v| v + noise.sample(&mut rng)).collect::<Vec<_>>()).collect();
+    let (zz, log_det_forward) = t.forward(&x).expect("forward");
+    let (back, log_det_inverse) = t.inverse(&zz).expect("inverse");
+    for c in 0..10 {
+        let (a, b) = (&back[c * 96..(c + 1) * 96], &x[c * 96..(c + 1) * 96]);
+        assert!(align::rmsd_after_alignment(a, b).expect("rmsd") < 1e-10, "structure {c}");
+        assert!((log_det_forward[c] + log_det_inverse[c]).abs() < 1e-9);
+    }
+    // The log-determinant of the inverse against finite differences of the coordinates the
+    // inverse moves (the first anchor at the origin, the second on x, the third in the xy plane).
+    let z0 = zz[..90].to_vec();
+    let free = |x: &[f64]| -> Vec<f64> {
+        let mut v = vec![x[3 * anchors[1]], x[3 * anchors[2]], x[3 * anchors[2] + 1]];
+        for atom in (0..32).filter(|a| !anchors.contains(a)) {
+            v.extend(&x[3 * atom..3 * atom + 3]);
+        }
+        v
+    };
+    let h = 1e-6;
+    let mut jacobian = DMatrix::<f64>::zeros(90, 90);
+    for j in 0..90 {
+        let (mut zp, mut zm) = (z0.clone(), z0.clone());
+        zp[j] += h;
+        zm[j] -= h;
+        let (fp, fm) = (free(&t.inverse(&zp).expect("plus").0), free(&t.inverse(&zm).expect("minus").0));
+        for i in 0..90 {
+            jacobian[(i, j)] = (fp[i] - fm[i]) / (2.0 * h);
+        }
+    }
+    let fd = jacobian.lu().determinant().abs().ln();
+    let (_, log_det) = t.inverse(&z0).expect("inverse");
+    assert!(((fd - log_det[0]) / log_det[0]).abs() < 1e-6, "FD {fd} vs analytic {}", log_det[0]);
+    // The pull-back of OpenMM's gradient against finite differences of the energy.
+    let config = OpenMmEnergyConfig { workers: Some(1), ..Default::default() };
+    let mut model = OpenMmEnergy::new(&system, &Platform::new("Reference").expect("p"), &config).expect("model");
+    let (x1, _) = t.inverse(&z0).expect("inverse");
+    let evaluation = model.evaluate(&Batch::new(&x1, 32).expect("batch")).expect("energy");
+    let pullback = t.pullback(&z0, &x1, &evaluation.gradients).expect("pullback");
+    let mut u = |z: &[f64]| -> f64 {
+        let (x, _) = t.inverse(z).expect("inverse");
+        model.evaluate(&Batch::new(&x, 32).expect("batch")).expect("energy").reduced_energies[0]
+    };
+    let scale = pullback.grad_z.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+    let h = 1e-5;
+    let mut worst = 0.0f64;
+    for j in 0..90 {
+        let (mut zp, mut zm) = (z0.clone(), z0.clone());
+        zp[j] += h;
+        zm[j] -= h;
+        worst = worst.max(((u(&zp) - u(&zm)) / (2.0 * h) - pullback.grad_z[j]).abs());
+    }
+    assert!(worst / scale < 1e-5, "max |du/dz - FD| = {worst:e}, scale {scale:e}");
+}

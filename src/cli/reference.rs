@@ -71,14 +71,16 @@ pub struct ReferenceArgs {
     export_stride: usize,
 }
 
-/// The states of one run folder: one per walker (window), with its restraint in kT.
+/// The states of one run folder: one per walker (window), with its restraint in kT; the energy
+/// evaluations it cost; and the frames of every walker left out (`skip_steps`, none for umbrella
+/// windows).
 fn run_states(
     dir: &Path,
     system_xml: &str,
     system_path: &Path,
     stride: usize,
     skip_steps: u64,
-) -> Result<(Vec<BiasedSamples>, f64)> {
+) -> Result<(Vec<BiasedSamples>, f64, u64)> {
     let run = CvRun::read(dir)?;
     run.check_system(dir, system_xml, system_path)?;
     let d = &run.description;
@@ -118,7 +120,7 @@ fn run_states(
             Ok(BiasedSamples { bias, samples: series.into_iter().skip(skip_frames).step_by(stride).collect() })
         })
         .collect::<Result<_>>()?;
-    Ok((states, evaluations))
+    Ok((states, evaluations, skip_frames as u64))
 }
 
 fn populations_json(values: &[f64], errors: Option<&[f64]>) -> serde_json::Value {
@@ -171,27 +173,16 @@ impl MdBlocks {
 /// run: up to the first mark at or after them).
 fn md_blocks(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) -> Result<MdBlocks> {
     if !cgflow::io::cv_histograms::is_histogram_run(dir) {
-        let (states, evaluations) = run_states(dir, system_xml, system_path, 1, skip_steps)?;
+        let (states, evaluations, skipped_frames) = run_states(dir, system_xml, system_path, 1, skip_steps)?;
         if states.iter().any(|s| s.bias != HarmonicBias2d::UNBIASED) {
             bail!("{}: an umbrella run, not unbiased MD", dir.display());
         }
-        let populations = states
-            .iter()
-            .map(|s| {
-                let mut p = vec![0.0; aldp::BASIN_NAMES.len()];
-                for x in &s.samples {
-                    p[aldp::basin_of(*x)] += 1.0 / s.samples.len() as f64;
-                }
-                p
-            })
-            .collect();
-        let run = CvRun::read(dir)?;
         return Ok(MdBlocks {
-            populations,
+            populations: mbar::series_region_fractions(&states, aldp::BASIN_NAMES.len(), aldp::basin_of),
             sizes: states.iter().map(|s| s.samples.len() as f64).collect(),
             walkers: states.len(),
             evaluations,
-            skipped_frames: skip_steps.div_ceil(run.steps_per_frame),
+            skipped_frames,
             by_bin_centre: false,
             bins: None,
         });
@@ -367,7 +358,7 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
     let mut inputs = Vec::new();
     let folders = args.umbrella.iter().map(|d| (d, true)).chain(args.md.iter().map(|d| (d, false)));
     for (dir, is_umbrella) in folders {
-        let (s, e) = run_states(dir, &system_xml, &args.system, args.stride, args.md_skip_steps)?;
+        let (s, e, _) = run_states(dir, &system_xml, &args.system, args.stride, args.md_skip_steps)?;
         if is_umbrella != s.iter().all(|st| st.bias != HarmonicBias2d::UNBIASED) {
             bail!(
                 "{}: passed as {} but holds another kind of run",
@@ -515,15 +506,14 @@ fn md_check_table(check: &serde_json::Value) -> String {
         rows.push(("pooled".to_string(), &check["pooled"]));
     }
     let mut table = String::new();
-    for name in aldp::BASIN_NAMES {
+    for (i, name) in aldp::BASIN_NAMES.iter().enumerate() {
         table.push_str(&format!("{name} (%): MD | reference | z (reference - MD)\n"));
         for (label, row) in &rows {
-            let i = aldp::BASIN_NAMES.iter().position(|n| *n == name).unwrap_or(0);
             table.push_str(&format!(
                 "  {label:<40} {:>9.2e} evaluations  {:>16}  {:>16}  {:+.2}\n",
                 row["evaluations"].as_f64().unwrap_or(f64::NAN),
-                percent(&row["populations"][name]),
-                percent(&row["reference_populations_counted_the_same_way"][name]),
+                percent(&row["populations"][*name]),
+                percent(&row["reference_populations_counted_the_same_way"][*name]),
                 row["z_reference_minus_md"][i].as_f64().unwrap_or(f64::NAN)
             ));
         }

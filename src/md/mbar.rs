@@ -445,15 +445,15 @@ pub fn split_halves(states: &[BiasedSamples]) -> [Vec<BiasedSamples>; 2] {
     [cut(true), cut(false)]
 }
 
-/// Region populations of independent unbiased series (MD walkers): each state's fraction of its
-/// samples per region, their mean over the states and its standard error (the states are the
-/// independent blocks). Returns (mean, standard error).
-pub fn series_region_populations(
+/// Region populations of each unbiased series (MD walker): the fraction of its samples in each
+/// of `regions` regions (a sample whose region is out of range counts in none). Independent
+/// series are the blocks of a batch-means error (`metrics::batch_means`).
+pub fn series_region_fractions(
     states: &[BiasedSamples],
     regions: usize,
     region_of: impl Fn([f64; 2]) -> usize,
-) -> (Vec<f64>, Vec<f64>) {
-    let per_state: Vec<Vec<f64>> = states
+) -> Vec<Vec<f64>> {
+    states
         .iter()
         .map(|s| {
             let mut p = vec![0.0; regions];
@@ -464,13 +464,7 @@ pub fn series_region_populations(
             }
             p
         })
-        .collect();
-    let n = per_state.len() as f64;
-    let mean: Vec<f64> = (0..regions).map(|i| per_state.iter().map(|p| p[i]).sum::<f64>() / n).collect();
-    let se = (0..regions)
-        .map(|i| (per_state.iter().map(|p| (p[i] - mean[i]).powi(2)).sum::<f64>() / (n - 1.0).max(1.0) / n).sqrt())
-        .collect();
-    (mean, se)
+        .collect()
 }
 
 /// Binned WHAM on the same samples, on the `bins` x `bins` dihedral grid with each bias at the bin

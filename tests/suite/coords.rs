@@ -61,37 +61,44 @@ fn round_trip_reproduces_structures_up_to_rigid_motion() {
     assert_eq!(back[44], 0.0);
 }
 
-/// The anchor-frame coordinates the inverse map really moves: N.x, C.x, C.y and all other atoms.
-fn free_coordinates(x: &[f64]) -> Vec<f64> {
-    let mut v = vec![x[18], x[42], x[43]];
-    for atom in 0..22 {
-        if ![6, 8, 14].contains(&atom) {
-            v.extend(&x[3 * atom..3 * atom + 3]);
-        }
+/// The coordinates the inverse map really moves: with the first anchor at the origin, the second
+/// on the x axis and the third in the xy plane, the second's x, the third's x and y, and every
+/// other atom's position.
+fn free_coordinates(x: &[f64], anchors: [usize; 3]) -> Vec<f64> {
+    let mut v = vec![x[3 * anchors[1]], x[3 * anchors[2]], x[3 * anchors[2] + 1]];
+    for atom in (0..x.len() / 3).filter(|a| !anchors.contains(a)) {
+        v.extend(&x[3 * atom..3 * atom + 3]);
     }
     v
+}
+
+/// The inverse map's log-determinant at `z0` against the log of the determinant of its
+/// finite-difference Jacobian onto the free coordinates.
+fn assert_log_det_matches_finite_differences(t: &InternalCoordinates, z0: &[f64], case: &str) {
+    let anchors = t.zmatrix().anchors();
+    let (_, log_det) = t.inverse(z0).expect("inverse");
+    let (n, h) = (z0.len(), 1e-6);
+    let mut jacobian = DMatrix::<f64>::zeros(n, n);
+    for j in 0..n {
+        let (mut zp, mut zm) = (z0.to_vec(), z0.to_vec());
+        zp[j] += h;
+        zm[j] -= h;
+        let fp = free_coordinates(&t.inverse(&zp).expect("plus").0, anchors);
+        let fm = free_coordinates(&t.inverse(&zm).expect("minus").0, anchors);
+        for i in 0..n {
+            jacobian[(i, j)] = (fp[i] - fm[i]) / (2.0 * h);
+        }
+    }
+    let fd = jacobian.lu().determinant().abs().ln();
+    assert!(((fd - log_det[0]) / log_det[0]).abs() < 1e-6, "{case}: FD {fd} vs analytic {}", log_det[0]);
 }
 
 #[test]
 fn log_det_equals_finite_difference_jacobian() {
     let t = transform();
+    assert_eq!(t.zmatrix().anchors(), [8, 6, 14], "CA at the origin, N on x, C in the xy plane");
     for (c, z0) in [vec![0.0; 60], t.forward(&md_like(1, 9)).expect("forward").0].into_iter().enumerate() {
-        let (_, log_det) = t.inverse(&z0).expect("inverse");
-        let h = 1e-6;
-        let mut jacobian = DMatrix::<f64>::zeros(60, 60);
-        for j in 0..60 {
-            let (mut zp, mut zm) = (z0.clone(), z0.clone());
-            zp[j] += h;
-            zm[j] -= h;
-            let (xp, _) = t.inverse(&zp).expect("plus");
-            let (xm, _) = t.inverse(&zm).expect("minus");
-            let (fp, fm) = (free_coordinates(&xp), free_coordinates(&xm));
-            for i in 0..60 {
-                jacobian[(i, j)] = (fp[i] - fm[i]) / (2.0 * h);
-            }
-        }
-        let fd = jacobian.lu().determinant().abs().ln();
-        assert!(((fd - log_det[0]) / log_det[0]).abs() < 1e-6, "case {c}: FD {fd} vs analytic {}", log_det[0]);
+        assert_log_det_matches_finite_differences(&t, &z0, &format!("case {c}"));
     }
 }
 
@@ -386,7 +393,6 @@ fn ace_ala2_nme_from_its_bond_graph_round_trips_and_finds_its_two_chiral_alphas(
         let want = cgflow::coords::geometry::dihedral(&p[0], &p[1], &p[2], &p[3]);
         assert!((q[index] - want).abs() < 1e-12, "CG dihedral {d:?}");
     }
-    let anchors = z.anchors();
     let t = InternalCoordinates::around_structure(z, &x0, Default::default(), molecule.circular_indices())
         .expect("transform");
     // Round trip on perturbed structures.
@@ -400,30 +406,9 @@ fn ace_ala2_nme_from_its_bond_graph_round_trips_and_finds_its_two_chiral_alphas(
         assert!(align::rmsd_after_alignment(a, b).expect("rmsd") < 1e-10, "structure {c}");
         assert!((log_det_forward[c] + log_det_inverse[c]).abs() < 1e-9);
     }
-    // The log-determinant of the inverse against finite differences of the coordinates the
-    // inverse moves (the first anchor at the origin, the second on x, the third in the xy plane).
+    // The log-determinant of the inverse against finite differences.
     let z0 = zz[..90].to_vec();
-    let free = |x: &[f64]| -> Vec<f64> {
-        let mut v = vec![x[3 * anchors[1]], x[3 * anchors[2]], x[3 * anchors[2] + 1]];
-        for atom in (0..32).filter(|a| !anchors.contains(a)) {
-            v.extend(&x[3 * atom..3 * atom + 3]);
-        }
-        v
-    };
-    let h = 1e-6;
-    let mut jacobian = DMatrix::<f64>::zeros(90, 90);
-    for j in 0..90 {
-        let (mut zp, mut zm) = (z0.clone(), z0.clone());
-        zp[j] += h;
-        zm[j] -= h;
-        let (fp, fm) = (free(&t.inverse(&zp).expect("plus").0), free(&t.inverse(&zm).expect("minus").0));
-        for i in 0..90 {
-            jacobian[(i, j)] = (fp[i] - fm[i]) / (2.0 * h);
-        }
-    }
-    let fd = jacobian.lu().determinant().abs().ln();
-    let (_, log_det) = t.inverse(&z0).expect("inverse");
-    assert!(((fd - log_det[0]) / log_det[0]).abs() < 1e-6, "FD {fd} vs analytic {}", log_det[0]);
+    assert_log_det_matches_finite_differences(&t, &z0, "Ace-(Ala)2-Nme");
     // The pull-back of OpenMM's gradient against finite differences of the energy.
     assert_pullback_matches_finite_differences(&t, &system, &z0);
 }

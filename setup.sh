@@ -2,7 +2,7 @@
 # One command from a fresh clone to a first real job:
 #   1. installs OpenMM 8.6.1 and libclang from PyPI into ./.venv (no root, no conda);
 #   2. links them where .cargo/config.toml expects them (./.openmm);
-#   3. builds cgflow (release);
+#   3. builds cgflow (release), and the Python package (`import cgflow`) into .venv;
 #   4. evaluates the energy and forces of alanine dipeptide's minimum-energy structure.
 # Option --opencl-cpu also installs an OpenCL implementation for CPUs (pocl) and the OpenCL loader
 # from PyPI into .venv, so that OpenMM's OpenCL platform runs on a machine without a GPU.
@@ -55,6 +55,11 @@ fi
 
 cargo build --release --bins --examples
 
+# The Python package: an abi3 wheel built by maturin over the same crate (target/wheels), installed
+# into .venv. Its extension links the openmm wheel's libOpenMM, so `import openmm, cgflow` share it.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r python/requirements.txt
+python/install.sh
+
 echo
 ./target/release/cgflow info
 echo
@@ -63,3 +68,9 @@ echo "First job: energy and forces of alanine dipeptide (AMBER ff96 + OBC1) at i
     --system data/alanine_dipeptide/aldp_obc1.xml \
     --positions data/alanine_dipeptide/min_energy.pdb \
     --forces
+echo
+echo "The same from Python (.venv/bin/python):"
+.venv/bin/python -c 'import cgflow, openmm.app as app, numpy as np
+x = app.PDBFile("data/alanine_dipeptide/min_energy.pdb").getPositions(asNumpy=True)
+e, f = cgflow.Energy("data/alanine_dipeptide/aldp_obc1.xml").evaluate(x)
+print(f"cgflow {cgflow.__version__} (OpenMM {cgflow.openmm_version()}): U = {e:.6f} kJ/mol, |F|max = {np.abs(f).max():.3f} kJ/mol/nm")'

@@ -1,7 +1,5 @@
 //! The `cgflow` command-line tool; see `cgflow --help`.
 
-mod cli;
-
 fn main() -> std::process::ExitCode {
-    cli::main()
+    cgflow::cli::main()
 }

@@ -6,11 +6,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::al::aldp::{AlEvent, AlMode, AldpAl, AldpAlConfig, AldpAlState, AldpIteration};
+use crate::io::al_checkpoint::{has_al_state, load_al_state, save_al_state};
+use crate::io::molecule_model::{save_model_system, save_molecule_model, MoleculeModelInfo};
+use crate::openmm::{Platform, System};
 use anyhow::{bail, Context as _, Result};
-use cgflow::al::aldp::{AlEvent, AlMode, AldpAl, AldpAlConfig, AldpAlState, AldpIteration};
-use cgflow::io::al_checkpoint::{has_al_state, load_al_state, save_al_state};
-use cgflow::io::molecule_model::{save_model_system, save_molecule_model, MoleculeModelInfo};
-use cgflow::openmm::{Platform, System};
 use clap::{Args, ValueEnum};
 
 /// Built-in settings.
@@ -27,7 +27,7 @@ pub enum Preset {
 /// Arguments shared by `cgflow al` and `cgflow grid`.
 #[derive(Debug, Args)]
 pub struct AlArgs {
-    /// Settings file (JSON; every field documented in `cgflow::al::aldp::AldpAlConfig`; unknown
+    /// Settings file (JSON; every field documented in `crate::al::aldp::AldpAlConfig`; unknown
     /// fields are rejected). Write one to start from with `--print-config`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -117,14 +117,14 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
     }
 
     let system = System::from_xml_file(&args.system)?;
-    let structure = cgflow::io::read_positions(&args.structure)?;
+    let structure = crate::io::read_positions(&args.structure)?;
     if structure.n_atoms != system.num_particles() {
         bail!("{} has {} atoms, the system {}", args.structure.display(), structure.n_atoms, system.num_particles());
     }
     let reference = if args.reference.as_os_str() == "none" {
         None
     } else {
-        let array = cgflow::io::npy::read_npy(&args.reference)?;
+        let array = crate::io::npy::read_npy(&args.reference)?;
         if array.shape != [100, 100] {
             bail!("{}: expected a (100, 100) array, got {:?}", args.reference.display(), array.shape);
         }
@@ -147,7 +147,7 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
         if killed_in_startup {
             println!("resuming {}: it stopped during its start-up, which is rerun", out.display());
         } else {
-            cgflow::io::write_atomically(&saved_config, serde_json::to_string_pretty(&config)?.as_bytes())?;
+            crate::io::write_atomically(&saved_config, serde_json::to_string_pretty(&config)?.as_bytes())?;
         }
         let mut bars = Bars::default();
         let state = al.start(mode, &mut |e| bars.event(e))?;
@@ -167,6 +167,13 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
         append_log(&out, &entry)?;
         print_iteration(&entry);
         done_here += 1;
+        if !state.converged {
+            crate::run_control::check_stop(&format!(
+                "al checkpoint after iteration {}; continue with --resume --out {}",
+                entry.iteration,
+                out.display()
+            ))?;
+        }
     }
     if state.converged {
         let info = MoleculeModelInfo::aldp(&system, &structure.positions_nm[..66], 300.0)?.with_provenance(
@@ -230,9 +237,9 @@ fn write_pmf_files(al: &AldpAl, state: &AldpAlState, out: &Path, iteration: usiz
         ("std", &std, "std / kT", f64::INFINITY, format!("ensemble std, iteration {iteration}")),
     ] {
         let path = out.join(format!("{name}_iter{iteration:02}.png"));
-        cgflow::io::plot::heat_map_png(
+        crate::io::plot::heat_map_png(
             &path,
-            &cgflow::io::plot::HeatMap {
+            &crate::io::plot::HeatMap {
                 values,
                 nx: 100,
                 ny: 100,
@@ -249,7 +256,7 @@ fn write_pmf_files(al: &AldpAl, state: &AldpAlState, out: &Path, iteration: usiz
     }
     // The latest PMF, and this iteration's (for curves of accuracy by region after the run).
     for name in ["pmf_kt.npy".to_owned(), format!("pmf_iter{iteration:02}_kt.npy")] {
-        cgflow::io::npy::write_npy(&out.join(name), &[100, 100], &pmf)?;
+        crate::io::npy::write_npy(&out.join(name), &[100, 100], &pmf)?;
     }
     Ok(())
 }
@@ -292,10 +299,12 @@ impl Bars {
                     indicatif::ProgressStyle::with_template("{msg:32} {bar:30} {pos}/{len}  {elapsed} ETA {eta}")
                         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
+                crate::run_control::start_phase(name, total);
                 bar.set_message(name);
                 self.bar = Some(bar);
             }
             AlEvent::Advance(n) => {
+                crate::run_control::advance(n);
                 if let Some(bar) = &self.bar {
                     bar.inc(n);
                 }

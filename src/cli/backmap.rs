@@ -8,14 +8,14 @@ use candle_core::Device;
 use clap::Args;
 use rand::SeedableRng;
 
-use cgflow::backmap::{backmap, BackmapConfig, Backmapped};
-use cgflow::energy::{OpenMmEnergy, OpenMmEnergyConfig};
-use cgflow::flow::molecular::ConditionalMolecularTarget;
-use cgflow::io::cg_points::read_cg_points;
-use cgflow::io::dcd::DcdWriter;
-use cgflow::io::molecule_model::{load_molecule_model, SYSTEM_FILE};
-use cgflow::openmm::{Platform, System};
-use cgflow::units::AngleUnit;
+use crate::backmap::{backmap, BackmapConfig, Backmapped};
+use crate::energy::{OpenMmEnergy, OpenMmEnergyConfig};
+use crate::flow::molecular::ConditionalMolecularTarget;
+use crate::io::cg_points::read_cg_points;
+use crate::io::dcd::DcdWriter;
+use crate::io::molecule_model::{load_molecule_model, model_system};
+use crate::openmm::Platform;
+use crate::units::AngleUnit;
 
 /// Arguments of `cgflow backmap`.
 #[derive(Debug, Args)]
@@ -103,29 +103,19 @@ pub fn run(args: BackmapArgs) -> Result<()> {
     }
     let (flow, info) = load_molecule_model(&args.model, &Device::Cpu)
         .with_context(|| format!("loading the model {}", args.model.display()))?;
-    let system_path = match &args.system {
-        Some(path) => path.clone(),
-        None => {
-            let carried = args.model.join(SYSTEM_FILE);
-            if !carried.exists() {
-                bail!(
-                    "the model {} carries no {SYSTEM_FILE} (it was saved before models carried their System): give the \
-                     System it was trained on with --system",
-                    args.model.display()
-                );
-            }
-            carried
-        }
-    };
-    let system = System::from_xml_file(&system_path)?;
-    info.check_system(&system).with_context(|| format!("--system {}", system_path.display()))?;
+    let system =
+        model_system(&args.model, args.system.as_deref()).context("the System of the model (give it with --system)")?;
+    info.check_system(&system).with_context(|| match &args.system {
+        Some(path) => format!("--system {}", path.display()),
+        None => format!("the System carried by {}", args.model.display()),
+    })?;
     let molecule = info.molecule()?;
     let unit = if args.degrees { AngleUnit::Degrees } else { AngleUnit::Radians };
     let cg_dims = molecule.cg_dims();
     let cg = read_cg_points(&args.cg, cg_dims, unit)?;
     let template = match format {
         OutputFormat::Pdb => {
-            let models = cgflow::io::pdb::read_pdb(&args.topology)?;
+            let models = crate::io::pdb::read_pdb(&args.topology)?;
             let atoms = models.into_iter().next().map(|m| m.atoms).unwrap_or_default();
             if atoms.len() != info.n_atoms {
                 bail!("--topology {} has {} atoms, the model {}", args.topology.display(), atoms.len(), info.n_atoms);
@@ -153,7 +143,7 @@ pub fn run(args: BackmapArgs) -> Result<()> {
     match format {
         OutputFormat::Pdb => {
             let models: Vec<Vec<f64>> = result.positions_nm.chunks_exact(stride).map(<[f64]>::to_vec).collect();
-            cgflow::io::pdb::write_pdb(&args.out, &template, &models)?;
+            crate::io::pdb::write_pdb(&args.out, &template, &models)?;
         }
         OutputFormat::Dcd => {
             let mut writer = DcdWriter::create(&args.out, result.n_atoms, 1, 0.0)?;
@@ -164,12 +154,12 @@ pub fn run(args: BackmapArgs) -> Result<()> {
         }
         OutputFormat::Npy => {
             let shape = [result.cg_index.len(), result.n_atoms, 3];
-            cgflow::io::npy::write_npy(&args.out, &shape, &result.positions_nm)?;
+            crate::io::npy::write_npy(&args.out, &shape, &result.positions_nm)?;
         }
     }
     let table = args.out.with_extension("csv");
     std::fs::write(&table, csv(&result, &cg, cg_dims)).with_context(|| format!("writing {}", table.display()))?;
-    print_summary(&args, &table, &result, cgflow::units::kt_kj_per_mol(info.temperature_k));
+    print_summary(&args, &table, &result, crate::units::kt_kj_per_mol(info.temperature_k));
     Ok(())
 }
 

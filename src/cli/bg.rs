@@ -1,9 +1,9 @@
 //! `cgflow bg`: a Boltzmann generator on a toy system, with the seed's figure and the free-energy
 //! profile against the exact one.
 
+use crate::flow::bg::{run_bg, BgConfig, BgSystem};
+use crate::io::plot::{line_plot_png, panels_png, Panel, Series};
 use anyhow::{bail, Context, Result};
-use cgflow::flow::bg::{run_bg, BgConfig, BgSystem};
-use cgflow::io::plot::{line_plot_png, panels_png, Panel, Series};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -206,7 +206,7 @@ fn weighted_levels(values: &[f64], weights: &[f64], levels: &[f64]) -> Vec<f64> 
 /// `cgflow bg --system ising`: the generator, its reweighted estimates against the exact values,
 /// configurations against Metropolis ones, and the energy and |M| distributions.
 fn run_ising(args: &BgArgs) -> Result<()> {
-    use cgflow::flow::ising_bg::{run_ising_bg, IsingBgConfig};
+    use crate::flow::ising_bg::{run_ising_bg, IsingBgConfig};
     let temperature = args.temperature.unwrap_or(2.0 / (1.0 + std::f64::consts::SQRT_2).ln());
     let mut config = IsingBgConfig::fast(args.size, temperature);
     config.seed = args.seed;
@@ -229,16 +229,16 @@ fn run_ising(args: &BgArgs) -> Result<()> {
     bar.finish_and_clear();
     let wall_s = started.elapsed().as_secs_f64();
     let (l, n) = (config.size, config.size * config.size);
-    let ising = cgflow::energy::ising::Ising::new(l, config.coupling_j, config.field_h)?;
+    let ising = crate::energy::ising::Ising::new(l, config.coupling_j, config.field_h)?;
 
     // Per generated sample: its energy and |M|, and its normalised weight.
     let largest = out.log_weights.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let weights: Vec<f64> = out.log_weights.iter().map(|w| (w - largest).exp()).collect();
     let energies: Vec<f64> =
-        out.generated_spins.chunks_exact(n).map(|s| ising.energy(s)).collect::<cgflow::Result<_>>()?;
+        out.generated_spins.chunks_exact(n).map(|s| ising.energy(s)).collect::<crate::Result<_>>()?;
     let abs_m: Vec<f64> =
         out.generated_spins.chunks_exact(n).map(|s| s.iter().map(|&v| f64::from(v)).sum::<f64>().abs()).collect();
-    let mc_energies: Vec<f64> = out.mc_spins.chunks_exact(n).map(|s| ising.energy(s)).collect::<cgflow::Result<_>>()?;
+    let mc_energies: Vec<f64> = out.mc_spins.chunks_exact(n).map(|s| ising.energy(s)).collect::<crate::Result<_>>()?;
     let mc_abs_m: Vec<f64> =
         out.mc_spins.chunks_exact(n).map(|s| s.iter().map(|&v| f64::from(v)).sum::<f64>().abs()).collect();
     let mut e_levels: Vec<f64> = energies.iter().chain(&mc_energies).copied().collect();
@@ -331,7 +331,7 @@ fn run_ising(args: &BgArgs) -> Result<()> {
         ],
     )?;
     let e = &out.estimates;
-    let against = |estimate: &cgflow::flow::ising_bg::Estimate, exact: Option<f64>| {
+    let against = |estimate: &crate::flow::ising_bg::Estimate, exact: Option<f64>| {
         let exact = exact.filter(|x| x.is_finite());
         serde_json::json!({
             "estimate": estimate.value, "standard_error": estimate.standard_error, "exact": exact,
@@ -348,9 +348,9 @@ fn run_ising(args: &BgArgs) -> Result<()> {
         "mean_abs_magnetisation": against(&e.mean_abs_magnetisation, exact.map(|x| x.mean_abs_magnetisation)),
         "free_energy": against(&e.free_energy, exact.map(|x| x.free_energy)),
         "log_z": against(&e.log_z, exact.map(|x| x.log_z)),
-        "exact_from": if n <= cgflow::energy::ising::MAX_ENUMERATED_SITES {
+        "exact_from": if n <= crate::energy::ising::MAX_ENUMERATED_SITES {
             "enumeration"
-        } else if l <= cgflow::energy::ising::MAX_TRANSFER_SIZE {
+        } else if l <= crate::energy::ising::MAX_TRANSFER_SIZE {
             "Kaufman's closed form (ln Z, <E>) and the transfer matrix (|M|)"
         } else {
             "Kaufman's closed form (ln Z, <E>); no exact <|M|>"
@@ -363,17 +363,16 @@ fn run_ising(args: &BgArgs) -> Result<()> {
     std::fs::write(&report_path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", report_path.display()))?;
     println!("bg ising L = {l}, T = {temperature:.4}: ESS {:.0} of {} samples, {wall_s:.1} s", e.ess, e.samples);
-    let line = |name: &str, est: &cgflow::flow::ising_bg::Estimate, exact: Option<f64>| match exact
-        .filter(|x| x.is_finite())
-    {
-        Some(x) => println!(
-            "  {name:<7} {:>12.5} +- {:.5}   exact {x:>12.5}   z {:+.2}",
-            est.value,
-            est.standard_error,
-            (est.value - x) / est.standard_error
-        ),
-        None => println!("  {name:<7} {:>12.5} +- {:.5}   (no exact value)", est.value, est.standard_error),
-    };
+    let line =
+        |name: &str, est: &crate::flow::ising_bg::Estimate, exact: Option<f64>| match exact.filter(|x| x.is_finite()) {
+            Some(x) => println!(
+                "  {name:<7} {:>12.5} +- {:.5}   exact {x:>12.5}   z {:+.2}",
+                est.value,
+                est.standard_error,
+                (est.value - x) / est.standard_error
+            ),
+            None => println!("  {name:<7} {:>12.5} +- {:.5}   (no exact value)", est.value, est.standard_error),
+        };
     line("<E>", &e.mean_energy, exact.map(|x| x.mean_energy));
     line("<|M|>", &e.mean_abs_magnetisation, exact.map(|x| x.mean_abs_magnetisation));
     line("F", &e.free_energy, exact.map(|x| x.free_energy));

@@ -14,15 +14,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
-use cgflow::energy::toy::MullerBrown;
-use cgflow::io::method_points::{read_method_points, MethodPoint};
-use cgflow::md::mc_baseline::{muller_brown_mc_curves, muller_brown_reference, MbMcConfig};
-use cgflow::metrics::cost_curve::{
+use crate::energy::toy::MullerBrown;
+use crate::io::method_points::{read_method_points, MethodPoint};
+use crate::md::mc_baseline::{muller_brown_mc_curves, muller_brown_reference, MbMcConfig};
+use crate::metrics::cost_curve::{
     kld_at, log_spaced_frames, md_cost_curve, mean_curve, pooled_histogram_cost_curve, resolves, ruler_floor,
     speedup_at_equal_kld, standard_error_curve, stitch_curves, CostPoint, HistogramMarks, SpeedupEstimate,
     WalkerSamples, RESOLUTION_FACTOR,
 };
-use cgflow::metrics::{halves_noise_floor, BinGrid, EmptyBinRule, HalvesNoiseFloor, KlReference};
+use crate::metrics::{halves_noise_floor, BinGrid, EmptyBinRule, HalvesNoiseFloor, KlReference};
 
 /// Arguments of `cgflow compare`.
 #[derive(Debug, Args)]
@@ -315,7 +315,7 @@ fn pmf_points(args: &CompareArgs) -> Result<Vec<MethodPoint>> {
     let Some(reference_path) = &args.reference else {
         bail!("--method-pmf needs --reference");
     };
-    let reference = cgflow::io::npy::read_npy(reference_path)?;
+    let reference = crate::io::npy::read_npy(reference_path)?;
     let bins = match reference.shape.as_slice() {
         [a, b] if a == b => *a,
         other => bail!("{}: expected a square (bins, bins) array, got shape {other:?}", reference_path.display()),
@@ -348,7 +348,7 @@ fn pmf_points(args: &CompareArgs) -> Result<Vec<MethodPoint>> {
                 }
                 _ => bail!("--method-pmf {spec}: expected PMF.npy:EVALUATIONS[:WALL_S]"),
             };
-            let pmf = cgflow::io::npy::read_npy(Path::new(&path))?;
+            let pmf = crate::io::npy::read_npy(Path::new(&path))?;
             if pmf.shape != reference.shape {
                 bail!("{path}: a PMF of shape {:?}, the reference has {:?}", pmf.shape, reference.shape);
             }
@@ -384,7 +384,7 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
         bail!("--reference and --md are needed (or --muller-brown)");
     };
     let md_dirs = &args.md;
-    let reference = cgflow::io::npy::read_npy(reference_path)?;
+    let reference = crate::io::npy::read_npy(reference_path)?;
     let bins = match reference.shape.as_slice() {
         [a, b] if a == b => *a,
         other => bail!("{}: expected a square (bins, bins) array, got shape {other:?}", reference_path.display()),
@@ -402,7 +402,7 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
         .as_ref()
         .map(|s| std::fs::read_to_string(s).with_context(|| format!("reading {}", s.display())))
         .transpose()?;
-    let histogram_runs = md_dirs.iter().filter(|d| cgflow::io::cv_histograms::is_histogram_run(d)).count();
+    let histogram_runs = md_dirs.iter().filter(|d| crate::io::cv_histograms::is_histogram_run(d)).count();
     let source = match histogram_runs {
         0 => values_source(md_dirs, args.system.as_deref(), system_xml.as_deref())?,
         n if n == md_dirs.len() => histogram_source(md_dirs, args.system.as_deref(), system_xml.as_deref(), bins)?,
@@ -483,8 +483,8 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
 /// The MD record a baseline is read from: CV values (walkers split into groups) or the
 /// histograms of independent runs (runs split into groups).
 enum MdSource {
-    Values(cgflow::io::cv_run::CvRun),
-    Histograms { runs: Vec<cgflow::io::cv_histograms::CvHistogramRun>, common_marks: Vec<u64> },
+    Values(crate::io::cv_run::CvRun),
+    Histograms { runs: Vec<crate::io::cv_histograms::CvHistogramRun>, common_marks: Vec<u64> },
 }
 
 impl MdSource {
@@ -584,7 +584,7 @@ impl MdSource {
 fn values_source(dirs: &[PathBuf], system: Option<&Path>, system_xml: Option<&str>) -> Result<MdSource> {
     let mut runs = Vec::with_capacity(dirs.len());
     for dir in dirs {
-        let run = cgflow::io::cv_run::CvRun::read(dir)?;
+        let run = crate::io::cv_run::CvRun::read(dir)?;
         if let (Some(system), Some(xml)) = (system, system_xml) {
             run.check_system(dir, xml, system)?;
         }
@@ -596,7 +596,7 @@ fn values_source(dirs: &[PathBuf], system: Option<&Path>, system_xml: Option<&st
     let run = if runs.len() == 1 {
         runs.pop().context("no MD run")?
     } else {
-        cgflow::io::cv_run::CvRun::pool(runs).context("--md")?
+        crate::io::cv_run::CvRun::pool(runs).context("--md")?
     };
     Ok(MdSource::Values(run))
 }
@@ -611,7 +611,7 @@ fn histogram_source(
 ) -> Result<MdSource> {
     let mut runs = Vec::with_capacity(dirs.len());
     for dir in dirs {
-        let run = cgflow::io::cv_histograms::CvHistogramRun::read(dir)?;
+        let run = crate::io::cv_histograms::CvHistogramRun::read(dir)?;
         if let (Some(system), Some(xml)) = (system, system_xml) {
             run.check_system(dir, xml, system)?;
         }
@@ -628,11 +628,11 @@ fn histogram_source(
         }
         runs.push(run);
     }
-    cgflow::io::cv_run::check_poolable(&runs.iter().map(|r| &r.description).collect::<Vec<_>>()).context("--md")?;
+    crate::io::cv_run::check_poolable(&runs.iter().map(|r| &r.description).collect::<Vec<_>>()).context("--md")?;
     if let Some(r) = runs.iter().find(|r| r.walkers != runs[0].walkers) {
         bail!("--md: runs that keep histograms must have the same walkers ({} and {})", runs[0].walkers, r.walkers);
     }
-    let common_marks = cgflow::io::cv_histograms::CvHistogramRun::common_marks(&runs);
+    let common_marks = crate::io::cv_histograms::CvHistogramRun::common_marks(&runs);
     if common_marks.is_empty() {
         bail!("--md: the runs hold no histogram at a common frame count");
     }
@@ -684,8 +684,8 @@ fn reference_floor(args: &CompareArgs, reference_path: &Path, grid: &BinGrid) ->
         [a, b] => vec![a.clone(), b.clone()],
         other => bail!("--halves takes two files, got {}", other.len()),
     };
-    let a = cgflow::io::npy::read_npy(&halves[0])?;
-    let b = cgflow::io::npy::read_npy(&halves[1])?;
+    let a = crate::io::npy::read_npy(&halves[0])?;
+    let b = crate::io::npy::read_npy(&halves[1])?;
     Ok(Some(
         halves_noise_floor(&a.data, &b.data, grid, args.smooth_reference)
             .with_context(|| format!("halves {} and {}", halves[0].display(), halves[1].display()))?,
@@ -1023,13 +1023,13 @@ fn plot(png: &Path, baseline: &Baseline, method: Option<&[CostPoint]>, method_la
         ys.push(points.iter().map(|p| p.kld).collect());
         labels.push(method_label.to_string());
     }
-    let series: Vec<cgflow::io::plot::Series> =
-        (0..xs.len()).map(|i| cgflow::io::plot::Series { label: &labels[i], x: &xs[i], y: &ys[i] }).collect();
-    let bands: Vec<cgflow::io::plot::Band> = spreads
+    let series: Vec<crate::io::plot::Series> =
+        (0..xs.len()).map(|i| crate::io::plot::Series { label: &labels[i], x: &xs[i], y: &ys[i] }).collect();
+    let bands: Vec<crate::io::plot::Band> = spreads
         .iter()
-        .map(|(i, b)| cgflow::io::plot::Band { series: *i, x: &b.evaluations, lower: &b.lowest, upper: &b.highest })
+        .map(|(i, b)| crate::io::plot::Band { series: *i, x: &b.evaluations, lower: &b.lowest, upper: &b.highest })
         .collect();
-    cgflow::io::plot::line_plot_bands_png(
+    crate::io::plot::line_plot_bands_png(
         png,
         &baseline.title,
         "energy evaluations",

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
-use cgflow::energy::{non_finite_configurations, Batch, NonFinitePolicy, OpenMmEnergy, OpenMmEnergyConfig};
-use cgflow::openmm::{Platform, System};
+use crate::energy::{non_finite_configurations, Batch, NonFinitePolicy, OpenMmEnergy, OpenMmEnergyConfig};
+use crate::openmm::{Platform, System};
 
 /// Arguments of `cgflow energy`.
 #[derive(Debug, Args)]
@@ -66,7 +66,7 @@ fn parse_property(text: &str) -> Result<(String, String)> {
 /// Runs `cgflow energy`.
 pub fn run(args: EnergyArgs) -> Result<()> {
     let system = System::from_xml_file(&args.system)?;
-    let positions = cgflow::io::read_positions(&args.positions)?;
+    let positions = crate::io::read_positions(&args.positions)?;
     let n_atoms = system.num_particles();
     if positions.n_atoms != n_atoms {
         bail!(
@@ -78,7 +78,7 @@ pub fn run(args: EnergyArgs) -> Result<()> {
         );
     }
     if let (Some(elements), false) = (&positions.elements, args.no_element_check) {
-        cgflow::chem::check_elements_match_masses(elements, &system.masses()?)
+        crate::chem::check_elements_match_masses(elements, &system.masses()?)
             .with_context(|| format!("{} does not match {}", args.positions.display(), args.system.display()))?;
     }
     let mut platform = Platform::new(&args.platform)?;

@@ -2,8 +2,8 @@
 //! trained by energy on a uniform (phi, psi) grid, labels and the PMF ensemble, no search. Same
 //! settings file, outputs and resume as `cgflow al`.
 
+use crate::al::aldp::AlMode;
 use anyhow::Result;
-use cgflow::al::aldp::AlMode;
 
 pub use super::al::AlArgs as GridArgs;
 

@@ -13,11 +13,11 @@ pub struct InfoArgs {
 
 /// Runs `cgflow info`.
 pub fn run(args: InfoArgs) -> Result<()> {
-    let report = cgflow::openmm::load_plugins()?;
-    let platforms = cgflow::openmm::available_platforms()?;
+    let report = crate::openmm::load_plugins()?;
+    let platforms = crate::openmm::available_platforms()?;
     if args.json {
         let value = serde_json::json!({
-            "openmm_version": cgflow::openmm::version(),
+            "openmm_version": crate::openmm::version(),
             "plugin_directory": report.directory,
             "plugins_loaded": report.loaded,
             "opencl_cpu": report.opencl_cpu,
@@ -27,7 +27,7 @@ pub fn run(args: InfoArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    println!("OpenMM {}", cgflow::openmm::version());
+    println!("OpenMM {}", crate::openmm::version());
     println!("plugin directory: {} ({} loaded)", report.directory.display(), report.loaded);
     if let Some(dir) = &report.opencl_cpu {
         println!("OpenCL for CPUs (pocl): {}", dir.display());

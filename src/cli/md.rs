@@ -10,7 +10,7 @@
 //!
 //! With --histogram-bins, no `cv.f32` is kept: the run counts each pair of CVs into a histogram
 //! and writes it at frames spaced evenly in log scale (`histograms/`, see
-//! [`cgflow::io::cv_histograms`]), with the running histogram in the checkpoint, so that the
+//! [`crate::io::cv_histograms`]), with the running histogram in the checkpoint, so that the
 //! whole folder of a 1e8-evaluation run is a few MB. A run started without it can be continued
 //! with it: its histograms are rebuilt from `cv.f32` on resume.
 
@@ -22,12 +22,12 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
-use cgflow::coords::{aldp, geometry::dihedral};
-use cgflow::io::checkpoint::{bytes_f64, f64_bytes, write_checkpoint, Checkpoint};
-use cgflow::io::cv_histograms::{self, HistogramSettings};
-use cgflow::io::dcd::DcdWriter;
-use cgflow::md::{WalkerConfig, Walkers};
-use cgflow::openmm::{Platform, System};
+use crate::coords::{aldp, geometry::dihedral};
+use crate::io::checkpoint::{bytes_f64, f64_bytes, write_checkpoint, Checkpoint};
+use crate::io::cv_histograms::{self, HistogramSettings};
+use crate::io::dcd::DcdWriter;
+use crate::md::{WalkerConfig, Walkers};
+use crate::openmm::{Platform, System};
 use nalgebra::Point3;
 
 /// Arguments of `cgflow md`.
@@ -109,7 +109,7 @@ fn histogram_from_values(
     frames: u64,
 ) -> Result<HistogramRecord> {
     let cvs = settings.pairs.len() * 2;
-    let path = dir.join(cgflow::io::cv_run::VALUES_FILE);
+    let path = dir.join(crate::io::cv_run::VALUES_FILE);
     let bytes =
         std::fs::read(&path).with_context(|| format!("reading {} to rebuild its histograms", path.display()))?;
     let frame_bytes = walkers * cvs * 4;
@@ -174,7 +174,7 @@ pub fn run(args: MdArgs) -> Result<()> {
     } else {
         args.dihedrals.iter().map(|d| parse_dihedral(d, n_atoms)).collect::<Result<_>>()?
     };
-    let start = cgflow::io::read_positions(&args.positions)?;
+    let start = crate::io::read_positions(&args.positions)?;
     if start.n_atoms != n_atoms {
         bail!("{} has {} atoms but the System has {n_atoms}", args.positions.display(), start.n_atoms);
     }
@@ -192,7 +192,7 @@ pub fn run(args: MdArgs) -> Result<()> {
         ..Default::default()
     };
     let description = serde_json::json!({
-        "system": args.system, "system_fingerprint": cgflow::io::fingerprint(&system_xml), "n_atoms": n_atoms,
+        "system": args.system, "system_fingerprint": crate::io::fingerprint(&system_xml), "n_atoms": n_atoms,
         "walkers": args.walkers, "cvs": cvs, "steps_per_frame": args.record_every, "step_fs": args.step_fs,
         "temperature_k": args.temperature, "friction_per_ps": args.friction, "seed": args.seed,
         "platform": args.platform, "properties": args.properties,
@@ -303,7 +303,7 @@ pub fn run(args: MdArgs) -> Result<()> {
             }
             None => d["layout"] = serde_json::json!("float32 little-endian [frame][walker][cv], radians"),
         }
-        cgflow::io::write_atomically(&args.out.join("cv.json"), serde_json::to_string_pretty(&d)?.as_bytes())?;
+        crate::io::write_atomically(&args.out.join("cv.json"), serde_json::to_string_pretty(&d)?.as_bytes())?;
         Ok(())
     };
     let bar = crate::cli::step_progress(args.steps);
@@ -369,10 +369,19 @@ pub fn run(args: MdArgs) -> Result<()> {
                 cv_histograms::remove_between_marks_before(&args.out, &h.settings, frames)?;
             }
             since_checkpoint = 0;
+            if walkers.steps_done() < args.steps {
+                crate::run_control::check_stop(&format!(
+                    "md checkpoint at step {} of {} in {}; continue with --resume",
+                    walkers.steps_done(),
+                    args.steps,
+                    args.out.display()
+                ))?;
+            }
         }
         let rate = (walkers.steps_done() - first_step) as f64 * args.walkers as f64
             / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_position(walkers.steps_done());
+        crate::run_control::set_done(walkers.steps_done());
         bar.set_message(format!("{rate:.0} walker-steps/s"));
     }
     bar.finish();

@@ -56,20 +56,7 @@ enum Command {
 
 /// Parses the command line, runs the subcommand and turns errors into a message and exit code 1.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Energy(args) => energy::run(args),
-        Command::Info(args) => info::run(args),
-        Command::Md(args) => md::run(args),
-        Command::Compare(args) => compare::run(*args),
-        Command::Umbrella(args) => umbrella::run(args),
-        Command::Reference(args) => reference::run(args),
-        Command::Bg(args) => bg::run(args),
-        Command::Al(args) => al::run(args, cgflow::al::aldp::AlMode::ActiveLearning),
-        Command::Grid(args) => grid::run(args),
-        Command::Backmap(args) => backmap::run(args),
-    };
-    match result {
+    match dispatch(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -78,10 +65,73 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Why a subcommand run by a host ([`run_words`]) failed.
+#[derive(Debug)]
+pub enum HostRunError {
+    /// The words do not parse: an unknown option, a missing or malformed value (clap's message).
+    Usage(String),
+    /// The command ran and failed.
+    Failed(anyhow::Error),
+}
+
+/// Runs one subcommand from its words (those after `cgflow`, e.g. `["md", "--steps", "100", ...]`),
+/// for a host such as the Python package: the same parsing, checks and code as the command line,
+/// with errors returned instead of printed.
+pub fn run_words(words: &[String]) -> std::result::Result<(), HostRunError> {
+    let cli = Cli::try_parse_from(std::iter::once("cgflow".to_owned()).chain(words.iter().cloned()))
+        .map_err(|e| HostRunError::Usage(e.render().to_string().trim_end().to_owned()))?;
+    dispatch(cli.command).map_err(HostRunError::Failed)
+}
+
+/// One option of a subcommand, as a host needs it to turn keyword arguments into words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionInfo {
+    /// The long name without dashes, e.g. `record-every`.
+    pub long: String,
+    /// Whether it takes a value (else it is a flag).
+    pub takes_value: bool,
+    /// Whether it may be given more than once (e.g. `md --dihedral`).
+    pub repeatable: bool,
+}
+
+/// The options of subcommand `name` (`None` for an unknown subcommand).
+pub fn subcommand_options(name: &str) -> Option<Vec<OptionInfo>> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let sub = command.find_subcommand(name)?;
+    Some(
+        sub.get_arguments()
+            .filter_map(|a| {
+                let long = a.get_long()?;
+                (long != "help").then(|| OptionInfo {
+                    long: long.to_owned(),
+                    takes_value: a.get_action().takes_values(),
+                    repeatable: matches!(a.get_action(), clap::ArgAction::Append),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Energy(args) => energy::run(args),
+        Command::Info(args) => info::run(args),
+        Command::Md(args) => md::run(args),
+        Command::Compare(args) => compare::run(*args),
+        Command::Umbrella(args) => umbrella::run(args),
+        Command::Reference(args) => reference::run(args),
+        Command::Bg(args) => bg::run(args),
+        Command::Al(args) => al::run(args, crate::al::aldp::AlMode::ActiveLearning),
+        Command::Grid(args) => grid::run(args),
+        Command::Backmap(args) => backmap::run(args),
+    }
+}
+
 /// The walker state stored in a run checkpoint (the "openmm" section and the step counters).
-pub fn walker_state(checkpoint: &cgflow::io::checkpoint::Checkpoint) -> anyhow::Result<cgflow::md::WalkerCheckpoint> {
+pub fn walker_state(checkpoint: &crate::io::checkpoint::Checkpoint) -> anyhow::Result<crate::md::WalkerCheckpoint> {
     use anyhow::Context as _;
-    Ok(cgflow::md::WalkerCheckpoint {
+    Ok(crate::md::WalkerCheckpoint {
         openmm: checkpoint.section("openmm").context("checkpoint lacks the OpenMM state")?.to_vec(),
         steps_done: checkpoint.meta["steps_done"].as_u64().context("checkpoint lacks steps_done")?,
         steps_since_recentre: checkpoint.meta["steps_since_recentre"]
@@ -106,7 +156,9 @@ pub fn configure_flow_threads() {
 }
 
 /// A progress bar over MD steps per walker; its message shows the throughput.
+/// The same progress is published to [`crate::run_control`] (callers set the position on both).
 pub fn step_progress(total_steps: u64) -> indicatif::ProgressBar {
+    crate::run_control::start_phase("steps per walker", total_steps);
     let bar = indicatif::ProgressBar::new(total_steps);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} steps per walker  {msg}  ETA {eta}")
@@ -123,7 +175,7 @@ pub fn run_checkpoint(
     continuing: bool,
     key: &str,
     settings: &serde_json::Value,
-) -> anyhow::Result<Option<cgflow::io::checkpoint::Checkpoint>> {
+) -> anyhow::Result<Option<crate::io::checkpoint::Checkpoint>> {
     if !path.exists() {
         if continuing {
             anyhow::bail!("no checkpoint {} to continue", path.display());
@@ -133,7 +185,7 @@ pub fn run_checkpoint(
     if !continuing {
         anyhow::bail!("{} exists: pass --resume to continue it, or choose another --out", path.display());
     }
-    let checkpoint = cgflow::io::checkpoint::read_checkpoint(path)?;
+    let checkpoint = crate::io::checkpoint::read_checkpoint(path)?;
     if &checkpoint.meta[key] != settings {
         anyhow::bail!(
             "{} was written with other settings or another system:\n  stored {}\n  now    {}",

@@ -10,12 +10,12 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use rand::SeedableRng;
 
-use cgflow::coords::aldp;
-use cgflow::io::cv_run::CvRun;
-use cgflow::md::mbar::{self, BiasedSamples, HarmonicBias2d, MbarConfig};
-use cgflow::metrics::histogram::free_energy_from_probabilities;
-use cgflow::metrics::{halves_noise_floor, BinGrid};
-use cgflow::units::kt_kj_per_mol;
+use crate::coords::aldp;
+use crate::io::cv_run::CvRun;
+use crate::md::mbar::{self, BiasedSamples, HarmonicBias2d, MbarConfig};
+use crate::metrics::histogram::free_energy_from_probabilities;
+use crate::metrics::{halves_noise_floor, BinGrid};
+use crate::units::kt_kj_per_mol;
 
 /// Arguments of `cgflow reference`.
 #[derive(Debug, Args)]
@@ -161,7 +161,7 @@ impl MdBlocks {
         let (mut mean, mut se) = (Vec::new(), Vec::new());
         for basin in 0..aldp::BASIN_NAMES.len() {
             let values: Vec<f64> = blocks.iter().flat_map(|b| b.populations.iter().map(|p| p[basin])).collect();
-            let m = cgflow::metrics::batch_means::weighted_batch_means(&values, &sizes)?;
+            let m = crate::metrics::batch_means::weighted_batch_means(&values, &sizes)?;
             mean.push(m.mean);
             se.push(m.standard_error);
         }
@@ -172,7 +172,7 @@ impl MdBlocks {
 /// The blocks of one unbiased MD folder, `skip_steps` of every walker left out (for a histogram
 /// run: up to the first mark at or after them).
 fn md_blocks(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) -> Result<MdBlocks> {
-    if !cgflow::io::cv_histograms::is_histogram_run(dir) {
+    if !crate::io::cv_histograms::is_histogram_run(dir) {
         let (states, evaluations, skipped_frames) = run_states(dir, system_xml, system_path, 1, skip_steps)?;
         if states.iter().any(|s| s.bias != HarmonicBias2d::UNBIASED) {
             bail!("{}: an umbrella run, not unbiased MD", dir.display());
@@ -187,7 +187,7 @@ fn md_blocks(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) 
             bins: None,
         });
     }
-    let run = cgflow::io::cv_histograms::CvHistogramRun::read(dir)?;
+    let run = crate::io::cv_histograms::CvHistogramRun::read(dir)?;
     run.check_system(dir, system_xml, system_path)?;
     let d = &run.description;
     // `cgflow md` histogram runs carry no "kind"; anything that names another kind is refused.
@@ -301,7 +301,7 @@ fn md_checks(
         let between: Vec<f64> = (0..aldp::BASIN_NAMES.len())
             .map(|i| {
                 let values: Vec<f64> = per_run.iter().map(|r| r.0[i]).collect();
-                Ok(cgflow::metrics::batch_means::weighted_batch_means(&values, &sizes)?.standard_error)
+                Ok(crate::metrics::batch_means::weighted_batch_means(&values, &sizes)?.standard_error)
             })
             .collect::<Result<_>>()?;
         pooled["standard_error_between_runs"] = serde_json::Value::Object(
@@ -402,10 +402,10 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
     let b = args.bins;
     let free_energy = free_energy_from_probabilities(&p);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    cgflow::io::npy::write_npy(&out.join("reference_probabilities.npy"), &[b, b], &p)?;
-    cgflow::io::npy::write_npy(&out.join("reference_pmf_kt.npy"), &[b, b], &free_energy)?;
-    cgflow::io::npy::write_npy(&out.join("half1_probabilities.npy"), &[b, b], &p1)?;
-    cgflow::io::npy::write_npy(&out.join("half2_probabilities.npy"), &[b, b], &p2)?;
+    crate::io::npy::write_npy(&out.join("reference_probabilities.npy"), &[b, b], &p)?;
+    crate::io::npy::write_npy(&out.join("reference_pmf_kt.npy"), &[b, b], &free_energy)?;
+    crate::io::npy::write_npy(&out.join("half1_probabilities.npy"), &[b, b], &p1)?;
+    crate::io::npy::write_npy(&out.join("half2_probabilities.npy"), &[b, b], &p2)?;
     let (f1, f2) = (free_energy_from_probabilities(&p1), free_energy_from_probabilities(&p2));
     let difference: Vec<f64> = f1.iter().zip(&f2).map(|(a, c)| a - c).collect();
     pmf_png(
@@ -463,7 +463,7 @@ fn check_against(reference: &Path, args: &ReferenceArgs, system_xml: &str) -> Re
         errors.push(e);
     }
     let grid_path = reference.join("reference_probabilities.npy");
-    let grid = cgflow::io::npy::read_npy(&grid_path)?;
+    let grid = crate::io::npy::read_npy(&grid_path)?;
     let [b, b2] = grid.shape[..] else {
         bail!("{}: shape {:?}, not a square grid", grid_path.display(), grid.shape);
     };
@@ -479,7 +479,7 @@ fn check_against(reference: &Path, args: &ReferenceArgs, system_xml: &str) -> Re
     match &args.out {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            cgflow::io::write_atomically(&dir.join("md_check.json"), text.as_bytes())?;
+            crate::io::write_atomically(&dir.join("md_check.json"), text.as_bytes())?;
             print!("{}", md_check_table(&out));
             eprintln!("wrote {}", dir.join("md_check.json").display());
         }
@@ -555,9 +555,9 @@ fn export_samples(source: &Path, dir: &Path, stride: usize, system_xml: &str, sy
     description["steps_per_frame"] = serde_json::json!(run.steps_per_frame * stride as u64);
     description["exported_from"] = serde_json::json!({"folder": source, "frames": run.frames, "stride": stride});
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    cgflow::io::write_atomically(&dir.join(cgflow::io::cv_run::VALUES_FILE), &bytes)?;
-    cgflow::io::write_atomically(
-        &dir.join(cgflow::io::cv_run::DESCRIPTION_FILE),
+    crate::io::write_atomically(&dir.join(crate::io::cv_run::VALUES_FILE), &bytes)?;
+    crate::io::write_atomically(
+        &dir.join(crate::io::cv_run::DESCRIPTION_FILE),
         serde_json::to_string_pretty(&description)?.as_bytes(),
     )?;
     eprintln!("exported {} of {} records of {} windows to {}", kept.len(), run.frames, run.walkers, dir.display());
@@ -566,7 +566,7 @@ fn export_samples(source: &Path, dir: &Path, stride: usize, system_xml: &str, sy
 
 /// A (phi, psi) heat map of values on the bins x bins grid, in degrees.
 fn pmf_png(path: &Path, values: &[f64], bins: usize, title: &str, label: &str, diverging: bool) -> Result<()> {
-    let map = cgflow::io::plot::HeatMap {
+    let map = crate::io::plot::HeatMap {
         values,
         nx: bins,
         ny: bins,
@@ -579,5 +579,5 @@ fn pmf_png(path: &Path, values: &[f64], bins: usize, title: &str, label: &str, d
         clip_max: Some(if diverging { 2.0 } else { 15.0 }),
         diverging,
     };
-    Ok(cgflow::io::plot::heat_map_png(path, &map)?)
+    Ok(crate::io::plot::heat_map_png(path, &map)?)
 }

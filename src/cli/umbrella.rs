@@ -11,11 +11,11 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
-use cgflow::coords::aldp;
-use cgflow::io::checkpoint::{write_checkpoint, Checkpoint};
-use cgflow::md::umbrella::UmbrellaPlan;
-use cgflow::md::{WalkerConfig, Walkers};
-use cgflow::openmm::{Platform, System};
+use crate::coords::aldp;
+use crate::io::checkpoint::{write_checkpoint, Checkpoint};
+use crate::md::umbrella::UmbrellaPlan;
+use crate::md::{WalkerConfig, Walkers};
+use crate::openmm::{Platform, System};
 
 /// Arguments of `cgflow umbrella`.
 #[derive(Debug, Args)]
@@ -79,7 +79,7 @@ const TEMPERATURE_K: f64 = 300.0;
 /// resume with more steps extends every window.
 fn settings(args: &UmbrellaArgs, system_xml: &str) -> serde_json::Value {
     serde_json::json!({
-        "system_fingerprint": cgflow::io::fingerprint(system_xml),
+        "system_fingerprint": crate::io::fingerprint(system_xml),
         "windows": args.windows, "k_kj_per_mol_rad2": args.k, "trans_wall_k_kj_per_mol_rad2": args.trans_wall_k,
         "equilibrate": args.equilibrate, "record_every": args.record_every,
         "platform": args.platform, "seed": args.seed, "temperature_k": TEMPERATURE_K,
@@ -90,11 +90,11 @@ fn settings(args: &UmbrellaArgs, system_xml: &str) -> serde_json::Value {
 fn samples_description(args: &UmbrellaArgs, plan: &UmbrellaPlan, system_xml: &str, records: u64) -> serde_json::Value {
     let centres: Vec<[f64; 2]> = (0..plan.windows()).map(|w| plan.centre(w)).collect();
     serde_json::json!({
-        "kind": "umbrella", "system_fingerprint": cgflow::io::fingerprint(system_xml),
+        "kind": "umbrella", "system_fingerprint": crate::io::fingerprint(system_xml),
         "walkers": plan.windows(), "cvs": [aldp::PHI_ATOMS, aldp::PSI_ATOMS],
         "k_kj_per_mol_rad2": plan.k_kj_per_mol_rad2, "centres_rad": centres,
-        "trans_walls": {"k_kj_per_mol_rad2": plan.trans_wall_k_kj_per_mol_rad2, "atoms": cgflow::coords::aldp::OMEGA_ATOMS,
-            "flat_half_width_rad": cgflow::md::umbrella::TRANS_WALL_HALF_WIDTH_RAD,
+        "trans_walls": {"k_kj_per_mol_rad2": plan.trans_wall_k_kj_per_mol_rad2, "atoms": crate::coords::aldp::OMEGA_ATOMS,
+            "flat_half_width_rad": crate::md::umbrella::TRANS_WALL_HALF_WIDTH_RAD,
             "note": "common to every window and zero on trans structures: they cancel in MBAR"},
         "temperature_k": TEMPERATURE_K, "equilibrate_steps": args.equilibrate,
         "steps_per_frame": args.record_every, "frames": records, "seed": args.seed,
@@ -146,7 +146,7 @@ fn simulate(
     checkpoint_path: &Path,
     settings: &serde_json::Value,
 ) -> Result<()> {
-    let start = cgflow::io::read_positions(&args.positions)?;
+    let start = crate::io::read_positions(&args.positions)?;
     let config = WalkerConfig { walkers: plan.windows(), seed: args.seed, ..Default::default() };
     let platform = Platform::new(&args.platform)?;
     let mut walkers =
@@ -179,6 +179,7 @@ fn simulate(
     let total = args.equilibrate + args.steps;
     let bar = crate::cli::step_progress(total);
     bar.set_position(walkers.steps_done());
+    crate::run_control::set_done(walkers.steps_done());
     let started = Instant::now();
     let steps_at_start = walkers.steps_done();
     let mut since_checkpoint = 0;
@@ -220,9 +221,16 @@ fn simulate(
         if since_checkpoint >= args.checkpoint_every || done == total {
             write_checkpoint_now(&mut walkers, records, &mut samples_file)?;
             since_checkpoint = 0;
+            if done < total {
+                crate::run_control::check_stop(&format!(
+                    "umbrella checkpoint at {done} of {total} steps in {}; continue with --resume",
+                    args.out.display()
+                ))?;
+            }
         }
         let rate = (done - steps_at_start) as f64 * plan.windows() as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_position(done);
+        crate::run_control::set_done(done);
         bar.set_message(format!("{rate:.0} walker-steps/s"));
     }
     if stored.is_some() && walkers.steps_done() == steps_at_start {

@@ -264,6 +264,27 @@ pub fn save_molecule_model(dir: &Path, flow: &Flow, info: &MoleculeModelInfo) ->
 /// trained with.
 pub const SYSTEM_FILE: &str = "system.xml";
 
+/// The System a saved model is used with: `system` when given, else the `system.xml` the model
+/// folder carries. Does not check that it is the one the model was trained on
+/// ([`MoleculeModelInfo::check_system`] does).
+pub fn model_system(dir: &Path, system: Option<&Path>) -> Result<crate::openmm::System> {
+    let path = match system {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let carried = dir.join(SYSTEM_FILE);
+            if !carried.exists() {
+                return Err(Error::invalid(format!(
+                    "the model {} carries no {SYSTEM_FILE} (it was saved before models carried their System): give \
+                     the System it was trained on",
+                    dir.display()
+                )));
+            }
+            carried
+        }
+    };
+    crate::openmm::System::from_xml_file(&path)
+}
+
 /// Stores `system` in the model folder `dir` as [`SYSTEM_FILE`] (atomically), after checking that
 /// it is the System the model's `molecule.json` names.
 pub fn save_model_system(dir: &Path, system: &crate::openmm::System) -> Result<()> {

@@ -114,6 +114,15 @@ pub fn load_plugins() -> Result<PluginReport> {
         .map_err(Error::OpenMm)
 }
 
+/// Records that the host process already loaded OpenMM's plugins into the libOpenMM this process
+/// shares with it (Python's `import openmm` loads them from its own `lib/plugins`), so that
+/// [`load_plugins`] does not load and register every platform a second time. `failures` are the
+/// host's plugin load failures. Returns false, changing nothing, if the plugins were loaded before.
+pub fn adopt_host_plugins(directory: PathBuf, failures: Vec<String>) -> bool {
+    let report = PluginReport { directory, opencl_cpu: None, loaded: 0, failures };
+    PLUGINS.set(Ok(report)).is_ok()
+}
+
 /// The OpenMM version string (for example "8.6.1").
 pub fn version() -> String {
     ffi::openmm_version()

@@ -41,6 +41,26 @@ def test_md_runs_with_keyword_settings_and_reports_progress(tmp_path):
     assert all(phase == "steps per walker" and total == 400 for phase, _, total in seen)
 
 
+def test_long_calls_release_the_gil(tmp_path):
+    ticks = []
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            ticks.append(1)
+            stop.wait(0.001)
+
+    thread = threading.Thread(target=count)
+    thread.start()
+    try:
+        cgflow.md(out=tmp_path / "md", steps=2000, **MD_SETTINGS)
+    finally:
+        stop.set()
+        thread.join()
+    # The counting thread ran all along (about one tick per ms over a run of a second or more).
+    assert len(ticks) > 200, len(ticks)
+
+
 def test_ctrl_c_stops_at_a_checkpoint_and_resume_ends_where_an_uninterrupted_run_does(tmp_path):
     steps = 6000
     cgflow.md(out=tmp_path / "whole", steps=steps, **MD_SETTINGS)

@@ -32,7 +32,7 @@ pub enum Error {
     /// The tensor engine (candle) failed: a shape mismatch inside a model, an unsupported device.
     #[error("tensor engine: {0}")]
     Tensor(#[from] candle_core::Error),
-    /// A long run stopped at a checkpoint because a stop was requested ([`crate::stop`]); the
+    /// A long run stopped at a checkpoint because a stop was requested ([`crate::run_control`]); the
     /// message says what was saved and how to continue.
     #[error("stopped: {0}")]
     Stopped(String),

@@ -1,7 +1,7 @@
 //! Process-wide control of long runs: a request to stop at the next checkpoint, and the progress
 //! of the phase that is running, for hosts that cannot watch a terminal.
 //!
-//! Long commands (`md`, `umbrella`, `al`) call [`check_stop`] right after each checkpoint is
+//! Long commands (`md`, `umbrella`, `al`, `grid`) call [`check_stop`] right after each checkpoint is
 //! written and, when a stop was requested, return [`Error::Stopped`](crate::Error::Stopped):
 //! everything the run had done is on disk, so `--resume` continues it without losing a sample. The
 //! Python package requests the stop when the user presses Ctrl-C, because a Python signal handler
@@ -17,7 +17,7 @@ static PROGRESS: Mutex<Option<Progress>> = Mutex::new(None);
 /// The phase a long run is in and how far it got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
-    /// What the phase does, e.g. "training by energy" or "md steps per walker".
+    /// What the phase does, e.g. "steps per walker" (MD, umbrella) or "labels (points)" (al).
     pub phase: String,
     /// Units done.
     pub done: u64,

@@ -13,14 +13,22 @@ Units: positions in nm, energies in kJ/mol (or kT where a name says so), forces 
 angles in radians unless ``degrees=True``.
 
 Errors are Python exceptions: ``ValueError`` for bad shapes, non-finite positions, malformed files
-and unknown settings; ``FileNotFoundError`` for missing files; ``RuntimeError`` with OpenMM's
-message for engine failures; ``KeyboardInterrupt`` for a run stopped at a checkpoint by Ctrl-C.
+(a System XML OpenMM cannot read included) and unknown settings; ``FileNotFoundError`` for missing
+files; ``RuntimeError`` with OpenMM's message for engine failures; ``KeyboardInterrupt`` for a run
+stopped at a checkpoint by Ctrl-C.
+
+Importing cgflow sets ``CANDLE_NUM_THREADS=1`` and ``RAYON_NUM_THREADS`` (to the core count) where
+they are unset, as the command line does for flow training. The commands print their reports with
+Rust's stdout, beside ``sys.stdout`` (a terminal shows them; a notebook shows the ``cgflow``
+logger's progress instead). Under Python, OpenCL on the CPU (``./setup.sh --opencl-cpu``) is not
+available: ``import openmm`` loads the OpenCL plugin before cgflow could name pocl to it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import tempfile
 from dataclasses import dataclass
@@ -54,7 +62,11 @@ _plugin_dir = (
     if os.getenv("OPENMM_PLUGIN_DIR") is not None
     else os.path.join(_openmm.version.openmm_library_path, "plugins")
 )
-_cgflow.adopt_host_plugins(_plugin_dir, list(_openmm.Platform.getPluginLoadFailures()))
+_cgflow.adopt_host_plugins(
+    _plugin_dir,
+    len(getattr(_openmm, "pluginLoadedLibNames", ())),
+    list(_openmm.Platform.getPluginLoadFailures()),
+)
 
 _log = logging.getLogger("cgflow")
 
@@ -118,7 +130,20 @@ def _positions_array(positions_nm: Any, n_atoms: int) -> Tuple[np.ndarray, bool]
     if bad.any():
         c, a, _ = np.argwhere(bad)[0]
         raise ValueError(f"positions: configuration {c}, atom {a} is not finite ({x[c, a].tolist()})")
-    return np.ascontiguousarray(x), single
+    return np.ascontiguousarray(x, dtype="<f8"), single
+
+
+def _positive_int(name: str, value: Any) -> int:
+    """`value` as a positive int (numpy integers too; not bools), else ValueError naming it."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return n
 
 
 def _from_bytes(data: bytes, shape: Sequence[int]) -> np.ndarray:
@@ -157,8 +182,8 @@ class Energy:
         workers: Optional[int] = None,
     ) -> None:
         text, is_xml = _system_source(system)
-        if workers is not None and (not isinstance(workers, int) or workers < 1):
-            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        if workers is not None:
+            workers = _positive_int("workers", workers)
         self._native = _cgflow.NativeEnergy(
             text, is_xml, str(platform), _properties(properties), float(temperature_k), workers
         )
@@ -300,11 +325,9 @@ class Model:
         structures above that reduced energy are redrawn too (up to ``max_rounds`` rounds).
         ``system`` overrides the System the model carries. Reproducible from ``seed``.
         """
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        if not isinstance(max_rounds, (int, np.integer)) or max_rounds < 1:
-            raise ValueError(f"max_rounds must be a positive integer, got {max_rounds!r}")
-        if not isinstance(seed, (int, np.integer)) or seed < 0:
+        n = _positive_int("n", n)
+        max_rounds = _positive_int("max_rounds", max_rounds)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         try:
             points = np.asarray(cg, dtype=np.float64)
@@ -318,12 +341,12 @@ class Model:
         if max_energy_kt is not None and np.isnan(max_energy_kt):
             raise ValueError("max_energy_kt is NaN")
         result = self._native.backmap(
-            np.ascontiguousarray(points).tobytes(),
+            np.ascontiguousarray(points, dtype="<f8").tobytes(),
             bool(degrees),
-            int(n),
+            n,
             int(seed),
             None if max_energy_kt is None else float(max_energy_kt),
-            int(max_rounds),
+            max_rounds,
             None if system is None else os.fspath(system),
             str(platform),
             _properties(properties),
@@ -375,9 +398,26 @@ class _LogProgress:
             _log.info("%s: %d/%d", phase, done, total)
 
 
+def _value_word(command: str, key: str, v: Any) -> str:
+    """One option value as a word: paths as paths, a tuple (or a numpy vector) comma-joined."""
+    if isinstance(v, bool):
+        raise ValueError(f"cgflow.{command}: {key} takes a value, not {v!r}")
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    if isinstance(v, tuple) or (isinstance(v, list) and all(not isinstance(x, (list, tuple)) for x in v)):
+        return ",".join(str(x) for x in v)
+    if isinstance(v, (list, dict)):
+        raise ValueError(f"cgflow.{command}: {key} takes one value, not {v!r}")
+    return str(v)
+
+
 def _words(command: str, settings: Mapping[str, Any]) -> list:
     """The command-line words of ``command`` with ``settings`` (keyword names are the long options
-    with '_' for '-'); unknown names raise ``ValueError`` naming them."""
+    with '_' for '-'; ``None`` leaves an option at its default); unknown names raise
+    ``ValueError`` naming them. Values are joined to their option (``--seed=-1``), so that negative
+    numbers are not read as options."""
     options = {long: (takes_value, repeatable) for long, takes_value, repeatable in _cgflow.command_options(command)}
     words = [command]
     for key, value in settings.items():
@@ -389,21 +429,24 @@ def _words(command: str, settings: Mapping[str, Any]) -> list:
         if value is None:
             continue
         if not takes_value:
-            if not isinstance(value, bool):
+            if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"cgflow.{command}: {key} is a switch: give True or False, not {value!r}")
             if value:
                 words.append(f"--{long}")
             continue
-        # A list repeats a repeatable option; a tuple is one comma-separated value (4, 6, 8, 14).
-        values = list(value) if repeatable and isinstance(value, list) else [value]
-        for v in values:
-            if isinstance(v, bool):
-                raise ValueError(f"cgflow.{command}: {key} takes a value, not {v!r}")
-            if isinstance(v, os.PathLike):
-                v = os.fspath(v)
-            elif isinstance(v, (list, tuple)):
-                v = ",".join(str(x) for x in v)
-            words += [f"--{long}", str(v)]
+        if repeatable:
+            # A list repeats the option; a dict gives KEY=VALUE items (platform properties).
+            if isinstance(value, Mapping):
+                values = [f"{k}={v}" for k, v in value.items()]
+            elif isinstance(value, list):
+                values = value
+            else:
+                values = [value]
+        elif isinstance(value, list):
+            raise ValueError(f"cgflow.{command}: {key} is given once, not as a list (a tuple is one comma-separated value)")
+        else:
+            values = [value]
+        words += [f"--{long}={_value_word(command, key, v)}" for v in values]
     return words
 
 
@@ -413,10 +456,12 @@ def run(command: str, progress: Optional[ProgressCallback] = None, **settings: A
     --windows 24 --resume``. A list repeats a repeatable option and a tuple is one comma-separated
     value (``dihedral=[(4, 6, 8, 14), (6, 8, 14, 16)]``); switches take True/False.
 
-    The call releases the GIL. ``progress(phase, done, total)`` is called as the run advances
-    (default: lines on the ``cgflow`` logger). Ctrl-C asks the run to stop at its next checkpoint
-    and then raises ``KeyboardInterrupt``: resume it with ``resume=True``. Only one command runs
-    per process at a time.
+    The call releases the GIL. ``progress(phase, done, total)`` is called as the run advances and
+    once at its end (default: lines on the ``cgflow`` logger); an exception from it stops the run
+    like Ctrl-C and is raised. Ctrl-C asks the run to stop: ``md``, ``umbrella``, ``al`` and
+    ``grid`` stop at their next checkpoint and raise ``KeyboardInterrupt`` (continue with
+    ``resume=True``: nothing is lost); the other commands keep no checkpoints, so they run to their
+    end first. Only one command runs per process at a time.
     """
     words = _words(command, settings)
     _cgflow.run_command(words, progress if progress is not None else _LogProgress())

@@ -102,12 +102,14 @@ fn platform(name: &str, properties: &[(String, String)]) -> PyResult<Platform> {
     Ok(platform)
 }
 
+/// The System from XML text or a file. XML that OpenMM cannot deserialize is bad input, so a
+/// `ValueError` (with OpenMM's message), not an engine failure.
 fn read_system(system: &str, is_xml: bool) -> PyResult<System> {
-    if is_xml {
-        System::from_xml(system).map_err(err)
-    } else {
-        System::from_xml_file(Path::new(system)).map_err(err)
-    }
+    let parsed = if is_xml { System::from_xml(system) } else { System::from_xml_file(Path::new(system)) };
+    parsed.map_err(|e| match e {
+        cgflow::Error::OpenMm(message) => PyValueError::new_err(format!("not a valid OpenMM System: {message}")),
+        other => err(other),
+    })
 }
 
 /// Batched energies and forces of one OpenMM System (one Context per worker thread).
@@ -164,8 +166,9 @@ impl NativeEnergy {
 
     /// Configurations evaluated so far.
     #[getter]
-    fn evaluations(&self) -> PyResult<u64> {
-        Ok(EnergyModel::evaluation_count(&*lock(&self.model)?))
+    fn evaluations(&self, py: Python<'_>) -> PyResult<u64> {
+        // The lock is taken without the GIL: another thread may hold it for a long evaluation.
+        py.allow_threads(|| Ok(EnergyModel::evaluation_count(&*lock(&self.model)?)))
     }
 
     /// Seconds per call of the Rust API (`OpenMmEnergy::evaluate_kj`, no Python in the loop) on
@@ -342,30 +345,35 @@ fn wait_for_command(
     poll_s: f64,
 ) -> PyResult<()> {
     let poll = Duration::from_secs_f64(if poll_s.is_finite() && poll_s > 0.0 { poll_s } else { 0.2 });
+    // Set once the command was asked to stop: by Ctrl-C, or because the progress callback raised.
     let mut interrupted: Option<PyErr> = None;
     let mut last_progress = None;
     let mut last_report = Instant::now();
+    let mut report = |py: Python<'_>, force: bool| -> PyResult<()> {
+        let Some(callback) = progress else { return Ok(()) };
+        let now = cgflow::run_control::progress();
+        if now != last_progress && (force || last_report.elapsed() >= poll) {
+            if let Some(p) = &now {
+                callback.call1(py, (p.phase.clone(), p.done, p.total))?;
+            }
+            last_progress = now;
+            last_report = Instant::now();
+        }
+        Ok(())
+    };
     loop {
         // The receiver is Send but not Sync: it moves into the GIL-free closure and back.
         let (received, back) = py.allow_threads(move || (receiver.recv_timeout(poll), receiver));
         receiver = back;
         match received {
             Ok(outcome) => {
-                if let Some(interrupt) = interrupted {
-                    // Stopped on request: whatever the command says, the user asked to stop.
-                    if let Ok(Err(cgflow::cli::HostRunError::Failed(e))) = &outcome {
-                        if e.downcast_ref::<cgflow::Error>().is_some_and(|e| matches!(e, cgflow::Error::Stopped(_))) {
-                            return Err(PyKeyboardInterrupt::new_err(format!("{e:#}")));
-                        }
+                if interrupted.is_none() {
+                    // The last progress, so that a callback sees the run's end.
+                    if let Err(e) = report(py, true) {
+                        interrupted = Some(e);
                     }
-                    return Err(interrupt);
                 }
-                return match outcome {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(cgflow::cli::HostRunError::Usage(message))) => Err(PyValueError::new_err(message)),
-                    Ok(Err(cgflow::cli::HostRunError::Failed(e))) => Err(command_error(&e)),
-                    Err(_) => Err(PyRuntimeError::new_err("the command panicked (a bug in cgflow; please report it)")),
-                };
+                return finish_command(py, outcome, interrupted);
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(PyRuntimeError::new_err("the command thread ended without a result"));
@@ -373,23 +381,56 @@ fn wait_for_command(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
         if interrupted.is_none() {
-            if let Err(e) = py.check_signals() {
+            let signal = py.check_signals().and_then(|()| report(py, false));
+            if let Err(e) = signal {
+                // Ctrl-C, or an exception from the callback: the command stops at its next
+                // checkpoint and the exception is raised once it has (the command keeps the
+                // thread until then, so no second command can start beside it).
                 cgflow::run_control::request_stop();
                 eprintln!("cgflow: stopping at the next checkpoint (the run can be resumed)");
                 interrupted = Some(e);
             }
         }
-        if let Some(callback) = progress {
-            let now = cgflow::run_control::progress();
-            if now != last_progress && last_report.elapsed() >= poll {
-                if let Some(p) = &now {
-                    callback.call1(py, (p.phase.clone(), p.done, p.total))?;
-                }
-                last_progress = now;
-                last_report = Instant::now();
-            }
-        }
     }
+}
+
+/// The result of a finished command. After a stop request (`interrupted`): the stop is raised as
+/// that exception (with the command's "stopped" message when it stopped at a checkpoint), unless the
+/// command failed for another reason, which is then raised instead.
+fn finish_command(py: Python<'_>, outcome: CommandOutcome, interrupted: Option<PyErr>) -> PyResult<()> {
+    let result = match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(cgflow::cli::HostRunError::Usage(message))) => Err(PyValueError::new_err(message)),
+        Ok(Err(cgflow::cli::HostRunError::Failed(e))) => {
+            let stopped =
+                e.chain().any(|c| matches!(c.downcast_ref::<cgflow::Error>(), Some(cgflow::Error::Stopped(_))));
+            if stopped && interrupted.as_ref().is_some_and(|i| i.is_instance_of::<PyKeyboardInterrupt>(py)) {
+                return Err(PyKeyboardInterrupt::new_err(format!("{e:#}")));
+            }
+            if stopped {
+                // Stopped because the progress callback raised: raise what it raised.
+                return Err(interrupted.unwrap_or_else(|| command_error(&e)));
+            }
+            Err(command_error(&e))
+        }
+        Err(payload) => Err(PyRuntimeError::new_err(format!(
+            "the command panicked (a bug in cgflow; please report it): {}",
+            panic_message(payload.as_ref())
+        ))),
+    };
+    match (result, interrupted) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(stop)) => Err(stop),
+        (Ok(()), None) => Ok(()),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// The options of subcommand `name`: (long name, takes a value, repeatable) each.
@@ -400,11 +441,11 @@ fn command_options(name: &str) -> PyResult<Vec<(String, bool, bool)>> {
     Ok(options.into_iter().map(|o| (o.long, o.takes_value, o.repeatable)).collect())
 }
 
-/// Tells the Rust core that `import openmm` already loaded the plugins from `directory` into the
-/// shared libOpenMM (so they are not registered twice). Returns whether this took effect.
+/// Tells the Rust core that `import openmm` already loaded `loaded` plugins from `directory` into
+/// the shared libOpenMM (so they are not registered twice). Returns whether this took effect.
 #[pyfunction]
-fn adopt_host_plugins(directory: String, failures: Vec<String>) -> bool {
-    cgflow::openmm::adopt_host_plugins(PathBuf::from(directory), failures)
+fn adopt_host_plugins(directory: String, loaded: usize, failures: Vec<String>) -> bool {
+    cgflow::openmm::adopt_host_plugins(PathBuf::from(directory), loaded, failures)
 }
 
 /// Names of the platforms registered in the libOpenMM this module uses.

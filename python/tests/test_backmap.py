@@ -112,8 +112,15 @@ def test_bad_backmap_input_raises_the_named_exceptions(model, tmp_path):
         cgflow.load_model(tmp_path / "no_model")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "flow.json").write_text("{ not json")
-    with pytest.raises((ValueError, FileNotFoundError)):
+    with pytest.raises(ValueError, match="no molecule.json"):
         cgflow.load_model(tmp_path / "broken")
+    # A copy of a good model with a damaged flow.json.
+    import shutil
+
+    shutil.copytree(model.directory, tmp_path / "damaged")
+    (tmp_path / "damaged" / "flow.json").write_text("{ not json")
+    with pytest.raises(ValueError, match="flow.json"):
+        cgflow.load_model(tmp_path / "damaged")
     with pytest.raises(ValueError, match=r"expected shape \[points, 2\]"):
         model.backmap(np.zeros((3, 3)), n=2)
     with pytest.raises(ValueError, match="CG point 1"):

@@ -114,7 +114,7 @@ def test_bad_input_raises_the_named_exceptions(tmp_path, aldp_min_nm):
     assert energy.evaluations == 0
     with pytest.raises(FileNotFoundError):
         cgflow.Energy(tmp_path / "missing.xml")
-    with pytest.raises(RuntimeError, match="OpenMM"):
+    with pytest.raises(ValueError, match="not a valid OpenMM System"):
         cgflow.Energy("<System this is not a system")
     with pytest.raises((ValueError, RuntimeError), match="NoSuchPlatform"):
         cgflow.Energy(ALDP / "aldp_obc1.xml", platform="NoSuchPlatform")
@@ -130,8 +130,11 @@ def test_openmm_and_cgflow_share_one_libopenmm_in_one_process():
     import openmm as o
 
     names = sorted(o.Platform.getPlatform(i).getName() for i in range(o.Platform.getNumPlatforms()))
-    # One registration of each platform: cgflow adopted the plugins openmm loaded.
+    # One registration of each platform: cgflow adopted the plugins openmm loaded, and listing
+    # them from cgflow registers nothing again.
     assert sorted(cgflow.platforms()) == names
+    assert len(names) == len(set(names)), names
+    assert o.Platform.getNumPlatforms() == len(names)
     assert "CPU" in names
     assert cgflow.openmm_version() == o.Platform.getOpenMMVersion()
     with open("/proc/self/maps") as maps:

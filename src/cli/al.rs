@@ -153,6 +153,10 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
         let state = al.start(mode, &mut |e| bars.event(e))?;
         bars.finish();
         save_al_state(&out, &config, &state)?;
+        crate::run_control::check_stop(&format!(
+            "al checkpoint after its start-up; continue with --resume --out {}",
+            out.display()
+        ))?;
         state
     };
     rewrite_log(&out, &state.log)?;

@@ -129,7 +129,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
 }
 
 /// The walker state stored in a run checkpoint (the "openmm" section and the step counters).
-pub fn walker_state(checkpoint: &crate::io::checkpoint::Checkpoint) -> anyhow::Result<crate::md::WalkerCheckpoint> {
+pub(crate) fn walker_state(
+    checkpoint: &crate::io::checkpoint::Checkpoint,
+) -> anyhow::Result<crate::md::WalkerCheckpoint> {
     use anyhow::Context as _;
     Ok(crate::md::WalkerCheckpoint {
         openmm: checkpoint.section("openmm").context("checkpoint lacks the OpenMM state")?.to_vec(),
@@ -157,7 +159,7 @@ pub fn configure_flow_threads() {
 
 /// A progress bar over MD steps per walker; its message shows the throughput.
 /// The same progress is published to [`crate::run_control`] (callers set the position on both).
-pub fn step_progress(total_steps: u64) -> indicatif::ProgressBar {
+pub(crate) fn step_progress(total_steps: u64) -> indicatif::ProgressBar {
     crate::run_control::start_phase("steps per walker", total_steps);
     let bar = indicatif::ProgressBar::new(total_steps);
     bar.set_style(
@@ -170,7 +172,7 @@ pub fn step_progress(total_steps: u64) -> indicatif::ProgressBar {
 /// The checkpoint of a run folder, under one policy for every long-running command: an existing
 /// checkpoint is continued only when asked (`continuing`) and only if the settings it stores under
 /// `key` equal `settings`; asking to continue without a checkpoint is an error.
-pub fn run_checkpoint(
+pub(crate) fn run_checkpoint(
     path: &std::path::Path,
     continuing: bool,
     key: &str,
@@ -199,7 +201,7 @@ pub fn run_checkpoint(
 
 /// Refuses to start a fresh run in a folder that holds files of an earlier run (one killed before
 /// its first checkpoint, say), naming them, instead of overwriting them silently.
-pub fn refuse_leftovers(
+pub(crate) fn refuse_leftovers(
     dir: &std::path::Path,
     checkpoint: &std::path::Path,
     is_leftover: impl Fn(&str) -> bool,
@@ -223,4 +225,42 @@ pub fn refuse_leftovers(
         found.join(", "),
         checkpoint.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_see_the_options_of_a_subcommand_and_get_usage_errors_back() {
+        let md = subcommand_options("md").expect("md exists");
+        let find = |long: &str| md.iter().find(|o| o.long == long).cloned();
+        assert_eq!(
+            find("record-every"),
+            Some(OptionInfo { long: "record-every".into(), takes_value: true, repeatable: false })
+        );
+        assert_eq!(find("resume"), Some(OptionInfo { long: "resume".into(), takes_value: false, repeatable: false }));
+        assert_eq!(find("dihedral"), Some(OptionInfo { long: "dihedral".into(), takes_value: true, repeatable: true }));
+        assert!(find("help").is_none());
+        assert!(subcommand_options("fly").is_none());
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        match run_words(&words(&["md", "--bogus", "1"])) {
+            Err(HostRunError::Usage(message)) => assert!(message.contains("--bogus"), "{message}"),
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+        match run_words(&words(&[
+            "md",
+            "--system",
+            "/nonexistent.xml",
+            "--positions",
+            "x.pdb",
+            "--out",
+            "o",
+            "--steps",
+            "1",
+        ])) {
+            Err(HostRunError::Failed(e)) => assert!(format!("{e:#}").contains("/nonexistent.xml"), "{e:#}"),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
 }

@@ -117,9 +117,12 @@ pub fn load_plugins() -> Result<PluginReport> {
 /// Records that the host process already loaded OpenMM's plugins into the libOpenMM this process
 /// shares with it (Python's `import openmm` loads them from its own `lib/plugins`), so that
 /// [`load_plugins`] does not load and register every platform a second time. `failures` are the
-/// host's plugin load failures. Returns false, changing nothing, if the plugins were loaded before.
-pub fn adopt_host_plugins(directory: PathBuf, failures: Vec<String>) -> bool {
-    let report = PluginReport { directory, opencl_cpu: None, loaded: 0, failures };
+/// host's plugin load failures and `loaded` the number it loaded. The OpenCL-for-CPUs install of
+/// `./setup.sh --opencl-cpu` is not set up in such a process (the host loaded the OpenCL plugin
+/// before cgflow could name pocl to it). Returns false, changing nothing, if the plugins were
+/// loaded before.
+pub fn adopt_host_plugins(directory: PathBuf, loaded: usize, failures: Vec<String>) -> bool {
+    let report = PluginReport { directory, opencl_cpu: None, loaded, failures };
     PLUGINS.set(Ok(report)).is_ok()
 }
 

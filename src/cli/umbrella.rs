@@ -1,7 +1,8 @@
-//! `cgflow umbrella`: 2D umbrella sampling of ALDP's (phi, psi) with all windows as walkers of one
-//! OpenMM Context, checkpointed, every window's samples stored (`cv.f32`, `cv.json`), then the
-//! binless reference PMF from them (as `cgflow reference` makes it). A resume with more `--steps`
-//! extends every window.
+//! `cgflow umbrella`: 2D umbrella sampling of two dihedral CVs (alanine dipeptide's (phi, psi) by
+//! default, any pair of any molecule with `--cg`) with all windows as walkers of one OpenMM
+//! Context, checkpointed, every window's samples stored (`cv.f32`, `cv.json`), then the binless
+//! reference PMF from them (as `cgflow reference` makes it). A resume with more `--steps` extends
+//! every window.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -11,21 +12,35 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
-use crate::coords::aldp;
+use crate::coords::cg_definition::resolve;
+use crate::coords::geometry::dihedral;
 use crate::io::checkpoint::{write_checkpoint, Checkpoint};
 use crate::md::umbrella::UmbrellaPlan;
 use crate::md::{WalkerConfig, Walkers};
 use crate::openmm::{Platform, System};
+use nalgebra::Point3;
 
 /// Arguments of `cgflow umbrella`.
 #[derive(Debug, Args)]
 pub struct UmbrellaArgs {
-    /// Serialized OpenMM System of alanine dipeptide (22 atoms, NoCutoff).
+    /// Serialized OpenMM System (NoCutoff nonbonded forces, no constraints).
     #[arg(long, value_name = "XML", default_value = "data/alanine_dipeptide/aldp_obc1.xml")]
     system: PathBuf,
     /// Start structure for every window (.pdb, .xyz, .npy, .crd).
     #[arg(long, value_name = "FILE", default_value = "data/alanine_dipeptide/position_min_energy_nm.xyz")]
     positions: PathBuf,
+    /// PDB whose atom names and residue numbers resolve --cg and --trans-walls (its coordinates are
+    /// not used); it must have the System's atoms.
+    #[arg(long, value_name = "PDB", default_value = "data/alanine_dipeptide/aldp.pdb")]
+    topology: PathBuf,
+    /// The two restrained CVs, as a CG definition: `phi:R psi:R` (residue numbers as in the PDB),
+    /// `backbone` (every phi and psi: two for alanine dipeptide), or two `I,J,K,L` of 0-based atoms.
+    #[arg(long, value_name = "DEFINITION", default_value = "backbone")]
+    cg: String,
+    /// The peptide bonds the trans walls hold: `omegas` (every peptide bond), `omega:R`, or
+    /// `I,J,K,L` dihedrals.
+    #[arg(long, value_name = "DEFINITION", default_value = "omegas")]
+    trans_walls: String,
     /// Output folder: checkpoint, PMF grids and report.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -77,7 +92,16 @@ const TEMPERATURE_K: f64 = 300.0;
 
 /// The settings a resumed run must share with the stored one. `--steps` is not among them: a
 /// resume with more steps extends every window.
-fn settings(args: &UmbrellaArgs, system_xml: &str) -> serde_json::Value {
+fn settings(args: &UmbrellaArgs, plan: &UmbrellaPlan, system_xml: &str) -> serde_json::Value {
+    let mut settings = settings_before_any_molecule(args, system_xml);
+    settings["cvs"] = serde_json::json!(plan.cv_dihedrals);
+    settings["trans_wall_dihedrals"] = serde_json::json!(plan.trans_wall_dihedrals);
+    settings
+}
+
+/// The settings as runs stored them before `--cg` and `--trans-walls` existed (alanine dipeptide
+/// only; their CVs and walls are in their `cv.json`).
+fn settings_before_any_molecule(args: &UmbrellaArgs, system_xml: &str) -> serde_json::Value {
     serde_json::json!({
         "system_fingerprint": crate::io::fingerprint(system_xml),
         "windows": args.windows, "k_kj_per_mol_rad2": args.k, "trans_wall_k_kj_per_mol_rad2": args.trans_wall_k,
@@ -86,14 +110,52 @@ fn settings(args: &UmbrellaArgs, system_xml: &str) -> serde_json::Value {
     })
 }
 
+/// The settings to compare a stored checkpoint with: [`settings`], or, for a run stored before
+/// `--cg` existed, the older form, once its `cv.json` shows the same CVs and walls.
+fn settings_to_match(
+    args: &UmbrellaArgs,
+    plan: &UmbrellaPlan,
+    system_xml: &str,
+    checkpoint_path: &Path,
+) -> Result<serde_json::Value> {
+    let wanted = settings(args, plan, system_xml);
+    if !checkpoint_path.exists() {
+        return Ok(wanted);
+    }
+    let stored = crate::io::checkpoint::read_checkpoint(checkpoint_path)?;
+    if stored.meta["settings"].get("cvs").is_some() {
+        return Ok(wanted);
+    }
+    let description_path = args.out.join(SAMPLES_DESCRIPTION);
+    let text = std::fs::read_to_string(&description_path)
+        .with_context(|| format!("reading {}", description_path.display()))?;
+    let description: serde_json::Value = serde_json::from_str(&text)?;
+    let walls = if plan.trans_wall_k_kj_per_mol_rad2 > 0.0 {
+        &description["trans_walls"]["atoms"]
+    } else {
+        &wanted["trans_wall_dihedrals"]
+    };
+    if description["cvs"] != wanted["cvs"] || *walls != wanted["trans_wall_dihedrals"] {
+        bail!(
+            "{} was run with CVs {} and trans walls {}; --cg and --trans-walls give {} and {}",
+            args.out.display(),
+            description["cvs"],
+            walls,
+            wanted["cvs"],
+            wanted["trans_wall_dihedrals"]
+        );
+    }
+    Ok(settings_before_any_molecule(args, system_xml))
+}
+
 /// What `cv.f32` of an umbrella run holds: the windows' restraints and the records so far.
 fn samples_description(args: &UmbrellaArgs, plan: &UmbrellaPlan, system_xml: &str, records: u64) -> serde_json::Value {
     let centres: Vec<[f64; 2]> = (0..plan.windows()).map(|w| plan.centre(w)).collect();
     serde_json::json!({
         "kind": "umbrella", "system_fingerprint": crate::io::fingerprint(system_xml),
-        "walkers": plan.windows(), "cvs": [aldp::PHI_ATOMS, aldp::PSI_ATOMS],
+        "walkers": plan.windows(), "cvs": plan.cv_dihedrals,
         "k_kj_per_mol_rad2": plan.k_kj_per_mol_rad2, "centres_rad": centres,
-        "trans_walls": {"k_kj_per_mol_rad2": plan.trans_wall_k_kj_per_mol_rad2, "atoms": crate::coords::aldp::OMEGA_ATOMS,
+        "trans_walls": {"k_kj_per_mol_rad2": plan.trans_wall_k_kj_per_mol_rad2, "atoms": plan.trans_wall_dihedrals,
             "flat_half_width_rad": crate::md::umbrella::TRANS_WALL_HALF_WIDTH_RAD,
             "note": "common to every window and zero on trans structures: they cancel in MBAR"},
         "temperature_k": TEMPERATURE_K, "equilibrate_steps": args.equilibrate,
@@ -110,14 +172,34 @@ pub fn run(args: UmbrellaArgs) -> Result<()> {
     let system_xml =
         std::fs::read_to_string(&args.system).with_context(|| format!("reading {}", args.system.display()))?;
     let system = System::from_xml(&system_xml).with_context(|| format!("{}", args.system.display()))?;
-    if system.num_particles() != aldp::N_ATOMS {
+    let topology = crate::io::pdb::read_pdb(&args.topology)?.into_iter().next().unwrap_or_default();
+    if topology.atoms.len() != system.num_particles() {
         bail!(
-            "{} has {} particles; umbrella sampling over (phi, psi) is defined for alanine dipeptide (22)",
+            "--topology {} has {} atoms, the System {} {}",
+            args.topology.display(),
+            topology.atoms.len(),
             args.system.display(),
             system.num_particles()
         );
     }
+    let labels = topology.atom_labels();
+    let cvs = resolve(&args.cg, &labels).with_context(|| format!("--cg '{}'", args.cg))?;
+    let cv_dihedrals: [[usize; 4]; 2] = cvs.as_slice().try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "umbrella sampling restrains two CVs, and --cg '{}' gives {} for this molecule: name two, e.g. --cg \
+             'phi:R psi:R'",
+            args.cg,
+            cvs.len()
+        )
+    })?;
+    let trans_wall_dihedrals = if args.trans_wall_k > 0.0 {
+        resolve(&args.trans_walls, &labels).with_context(|| format!("--trans-walls '{}'", args.trans_walls))?
+    } else {
+        Vec::new()
+    };
     let plan = UmbrellaPlan {
+        cv_dihedrals,
+        trans_wall_dihedrals,
         windows_per_dim: args.windows,
         k_kj_per_mol_rad2: args.k,
         bins: args.bins,
@@ -126,7 +208,7 @@ pub fn run(args: UmbrellaArgs) -> Result<()> {
     plan.validate()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let checkpoint_path = args.out.join(CHECKPOINT_FILE);
-    let wanted = settings(&args, &system_xml);
+    let wanted = settings_to_match(&args, &plan, &system_xml, &checkpoint_path)?;
 
     let stored = crate::cli::run_checkpoint(&checkpoint_path, args.resume || args.analyze, "settings", &wanted)?;
     if !args.analyze {
@@ -209,11 +291,14 @@ fn simulate(
         since_checkpoint += chunk;
         let done = walkers.steps_done();
         if done > args.equilibrate && (done - args.equilibrate) % args.record_every == 0 {
-            let angles = aldp::phi_psi(&walkers.positions()?)?;
+            let positions = walkers.positions()?;
             let mut record = Vec::with_capacity(record_bytes as usize);
-            for [phi, psi] in &angles {
-                record.extend_from_slice(&(*phi as f32).to_le_bytes());
-                record.extend_from_slice(&(*psi as f32).to_le_bytes());
+            for walker in positions.chunks_exact(3 * system.num_particles()) {
+                let atom = |i: usize| Point3::new(walker[3 * i], walker[3 * i + 1], walker[3 * i + 2]);
+                for [a, b, c, d] in plan.cv_dihedrals {
+                    let angle = dihedral(&atom(a), &atom(b), &atom(c), &atom(d));
+                    record.extend_from_slice(&(angle as f32).to_le_bytes());
+                }
             }
             samples_file.write_all(&record).with_context(|| format!("writing {}", samples_path.display()))?;
             records += 1;

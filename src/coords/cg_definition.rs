@@ -5,11 +5,16 @@
 //! - `phi:R`: C(R-1) - N(R) - CA(R) - C(R), residue number R as in the PDB;
 //! - `psi:R`: N(R) - CA(R) - C(R) - N(R+1);
 //! - `backbone`: every phi and psi whose four atoms exist, residue by residue (phi before psi);
+//! - `omega:R`: the peptide bond between residues R-1 and R, X(R-1) - C(R-1) - N(R) - Y(R), where X
+//!   is CA, or CH3 in an acetyl cap, and Y is CA, or CH3, or the methyl C of an N-methyl cap (a
+//!   residue without CA or CH3);
+//! - `omegas`: every omega whose four atoms exist;
 //! - `I,J,K,L`: four 0-based atom indices.
 //!
 //! For alanine dipeptide (ACE 1, ALA 2, NME 3), `phi:2 psi:2` and `backbone` both give
-//! [4, 6, 8, 14] and [6, 8, 14, 16]. Whether the atoms are bonded in sequence is checked where the
-//! bonds are known ([`crate::coords::builder::zmatrix_with_dihedrals`]).
+//! [4, 6, 8, 14] and [6, 8, 14, 16], and `omegas` gives [1, 4, 6, 8] and [8, 14, 16, 18]. Whether
+//! the atoms are bonded in sequence is checked where the bonds are known
+//! ([`crate::coords::builder::zmatrix_with_dihedrals`]).
 
 use crate::error::{Error, Result};
 
@@ -40,12 +45,17 @@ pub fn resolve(definition: &str, atoms: &[AtomLabel]) -> Result<Vec<[usize; 4]>>
     let find = |name: &str, residue: i64| atoms.iter().position(|a| a.name == name && a.residue == residue);
     let phi = |r: i64| Some([find("C", r - 1)?, find("N", r)?, find("CA", r)?, find("C", r)?]);
     let psi = |r: i64| Some([find("N", r)?, find("CA", r)?, find("C", r)?, find("N", r + 1)?]);
+    let carbonyl_side = |r: i64| find("CA", r).or_else(|| find("CH3", r));
+    let amide_side = |r: i64| find("CA", r).or_else(|| find("CH3", r)).or_else(|| find("C", r));
+    let omega = |r: i64| Some([carbonyl_side(r - 1)?, find("C", r - 1)?, find("N", r)?, amide_side(r)?]);
+    let mut residues: Vec<i64> = atoms.iter().map(|a| a.residue).collect();
+    residues.dedup();
     let mut dihedrals: Vec<[usize; 4]> = Vec::new();
     for item in definition.split(|c: char| c.is_whitespace() || c == ';').filter(|s| !s.is_empty()) {
         let found: Vec<[usize; 4]> = if item == "backbone" {
-            let mut residues: Vec<i64> = atoms.iter().map(|a| a.residue).collect();
-            residues.dedup();
             residues.iter().flat_map(|&r| [phi(r), psi(r)]).flatten().collect()
+        } else if item == "omegas" {
+            residues.iter().filter_map(|&r| omega(r)).collect()
         } else if let Some((kind, residue)) = item.split_once(':') {
             let r: i64 = residue
                 .parse()
@@ -53,8 +63,11 @@ pub fn resolve(definition: &str, atoms: &[AtomLabel]) -> Result<Vec<[usize; 4]>>
             let dihedral = match kind {
                 "phi" => phi(r),
                 "psi" => psi(r),
+                "omega" => omega(r),
                 other => {
-                    return Err(Error::invalid(format!("CG item '{item}': unknown dihedral '{other}' (phi or psi)")))
+                    return Err(Error::invalid(format!(
+                        "CG item '{item}': unknown dihedral '{other}' (phi, psi or omega)"
+                    )))
                 }
             };
             vec![dihedral.ok_or_else(|| {
@@ -67,7 +80,8 @@ pub fn resolve(definition: &str, atoms: &[AtomLabel]) -> Result<Vec<[usize; 4]>>
                 .map(|p| {
                     p.trim().parse::<usize>().map_err(|_| {
                         Error::invalid(format!(
-                            "CG item '{item}': expected phi:R, psi:R, backbone or four atom indices I,J,K,L"
+                            "CG item '{item}': expected phi:R, psi:R, omega:R, backbone, omegas or four atom \
+                             indices I,J,K,L"
                         ))
                     })
                 })

@@ -35,13 +35,22 @@ pub struct PdbAtom {
 }
 
 /// The atoms of one MODEL block (or of the whole file when it has no MODEL records).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PdbModel {
     /// The atoms in file order.
     pub atoms: Vec<PdbAtom>,
 }
 
 impl PdbModel {
+    /// Each atom's name and residue number, what CG definitions by name resolve against
+    /// ([`crate::coords::cg_definition::resolve`]).
+    pub fn atom_labels(&self) -> Vec<crate::coords::cg_definition::AtomLabel> {
+        self.atoms
+            .iter()
+            .map(|a| crate::coords::cg_definition::AtomLabel { name: a.name.clone(), residue: a.residue_number })
+            .collect()
+    }
+
     /// The positions of all atoms, flat (atom, xyz), in nm.
     pub fn positions_nm(&self) -> Vec<f64> {
         self.atoms.iter().flat_map(|a| a.position_nm).collect()

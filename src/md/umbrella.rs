@@ -1,23 +1,27 @@
-//! 2D umbrella sampling over ALDP's (phi, psi): the window plan and the restraints.
+//! 2D umbrella sampling over two dihedral CVs of any molecule (alanine dipeptide's (phi, psi), or
+//! one (phi_i, psi_i) pair of a longer peptide): the window plan and the restraints.
 //!
 //! Windows sit on an n x n lattice over [-pi, pi)^2 (centres at -pi + (i + 1/2) 2 pi / n) with
-//! periodic harmonic restraints of one force constant on phi and on psi. Their samples are combined
+//! periodic harmonic restraints of one force constant on both CVs. Their samples are combined
 //! by MBAR ([`crate::md::mbar`]).
 
-use crate::coords::aldp;
 use crate::error::{Error, Result};
 use crate::openmm::TorsionRestraint;
 
 /// Windows and restraint strength of a 2D umbrella run.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UmbrellaPlan {
+    /// The two restrained dihedrals (0-based atom indices), e.g. alanine dipeptide's phi and psi.
+    pub cv_dihedrals: [[usize; 4]; 2],
+    /// The peptide bonds (omega dihedrals) the trans walls act on.
+    pub trans_wall_dihedrals: Vec<[usize; 4]>,
     /// Windows per dimension (n x n windows in all).
     pub windows_per_dim: usize,
     /// Restraint force constant on phi and on psi, kJ/mol/rad^2.
     pub k_kj_per_mol_rad2: f64,
     /// Histogram bins per dimension.
     pub bins: usize,
-    /// Force constant of the walls that keep both peptide bonds trans, kJ/mol/rad^2 (0: none):
+    /// Force constant of the walls that keep the peptide bonds trans, kJ/mol/rad^2 (0: none):
     /// flat-bottomed restraints on omega, zero within [`TRANS_WALL_HALF_WIDTH_RAD`] of trans.
     /// Without them, windows pulled from the start structure to their centres turn peptide bonds
     /// cis (5 of 40 windows within 25 ps, measured), and a window stuck in cis samples a state
@@ -41,6 +45,10 @@ impl UmbrellaPlan {
         if !(self.trans_wall_k_kj_per_mol_rad2.is_finite() && self.trans_wall_k_kj_per_mol_rad2 >= 0.0) {
             return Err(Error::invalid("trans-wall force constant must be finite and >= 0"));
         }
+        let [a, b] = self.cv_dihedrals;
+        if a == b || a == [b[3], b[2], b[1], b[0]] {
+            return Err(Error::invalid(format!("the two umbrella CVs are the same dihedral {a:?}")));
+        }
         Ok(())
     }
 
@@ -49,22 +57,22 @@ impl UmbrellaPlan {
         self.windows_per_dim * self.windows_per_dim
     }
 
-    /// Centre (phi, psi) of window `w`; windows are ordered phi-major.
+    /// Centre (CV 1, CV 2) of window `w`; windows are ordered CV-1-major.
     pub fn centre(&self, w: usize) -> [f64; 2] {
         let step = std::f64::consts::TAU / self.windows_per_dim as f64;
         let at = |i: usize| -std::f64::consts::PI + (i as f64 + 0.5) * step;
         [at(w / self.windows_per_dim), at(w % self.windows_per_dim)]
     }
 
-    /// The restraints of window `w` on ALDP's phi and psi, and the trans walls on both omegas.
+    /// The restraints of window `w` on the two CVs, and the trans walls on the peptide bonds.
     pub fn restraints(&self, w: usize) -> Vec<TorsionRestraint> {
-        let [phi, psi] = self.centre(w);
+        let [first, second] = self.centre(w);
         let mut restraints = vec![
-            TorsionRestraint::harmonic(aldp::PHI_ATOMS, self.k_kj_per_mol_rad2, phi),
-            TorsionRestraint::harmonic(aldp::PSI_ATOMS, self.k_kj_per_mol_rad2, psi),
+            TorsionRestraint::harmonic(self.cv_dihedrals[0], self.k_kj_per_mol_rad2, first),
+            TorsionRestraint::harmonic(self.cv_dihedrals[1], self.k_kj_per_mol_rad2, second),
         ];
         if self.trans_wall_k_kj_per_mol_rad2 > 0.0 {
-            restraints.extend(aldp::OMEGA_ATOMS.map(|atoms| TorsionRestraint {
+            restraints.extend(self.trans_wall_dihedrals.iter().map(|&atoms| TorsionRestraint {
                 atoms,
                 k_kj_per_mol_rad2: self.trans_wall_k_kj_per_mol_rad2,
                 centre_rad: std::f64::consts::PI,
@@ -80,8 +88,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn centres_cover_the_torus_and_restraints_name_phi_and_psi() {
+    fn centres_cover_the_torus_and_restraints_name_the_cvs_and_walls() {
+        let (phi, psi, omegas) = ([4, 6, 8, 14], [6, 8, 14, 16], vec![[1, 4, 6, 8], [8, 14, 16, 18]]);
         let plan = UmbrellaPlan {
+            cv_dihedrals: [phi, psi],
+            trans_wall_dihedrals: omegas.clone(),
             windows_per_dim: 4,
             k_kj_per_mol_rad2: 100.0,
             bins: 10,
@@ -92,11 +103,14 @@ mod tests {
         assert_eq!(plan.centre(0), [-0.75 * pi, -0.75 * pi]);
         assert_eq!(plan.centre(6), [-0.25 * pi, 0.25 * pi]);
         let r = plan.restraints(6);
-        assert_eq!((r[0].atoms, r[1].atoms), (aldp::PHI_ATOMS, aldp::PSI_ATOMS));
-        assert_eq!((r[2].atoms, r[3].atoms), (aldp::OMEGA_ATOMS[0], aldp::OMEGA_ATOMS[1]));
+        assert_eq!((r[0].atoms, r[1].atoms), (phi, psi));
+        assert_eq!((r[2].atoms, r[3].atoms), (omegas[0], omegas[1]));
         assert_eq!((r[2].centre_rad, r[3].flat_half_width_rad), (std::f64::consts::PI, TRANS_WALL_HALF_WIDTH_RAD));
-        let none = UmbrellaPlan { trans_wall_k_kj_per_mol_rad2: 0.0, ..plan };
-        assert_eq!(none.restraints(6).len(), 2);
         assert_eq!((r[0].centre_rad, r[1].centre_rad), (-0.25 * pi, 0.25 * pi));
+        let none = UmbrellaPlan { trans_wall_k_kj_per_mol_rad2: 0.0, ..plan.clone() };
+        assert_eq!(none.restraints(6).len(), 2);
+        plan.validate().expect("valid");
+        let same = UmbrellaPlan { cv_dihedrals: [phi, [14, 8, 6, 4]], ..plan };
+        assert!(same.validate().unwrap_err().to_string().contains("same dihedral"));
     }
 }

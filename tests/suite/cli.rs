@@ -234,6 +234,98 @@ fn umbrella_run_killed_and_resumed_loses_and_repeats_no_sample() {
 }
 
 #[test]
+fn umbrella_restrains_any_two_cvs_of_any_molecule_and_resumes_runs_stored_before_cg_existed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = crate::util::root().join("data/ace_ala2_nme");
+    let (system, structure) = (data.join("system_obc1.xml"), data.join("min_energy.pdb"));
+    let out = dir.path().join("ace");
+    let common = [
+        "--windows",
+        "3",
+        "--k",
+        "20",
+        "--steps",
+        "200",
+        "--equilibrate",
+        "300",
+        "--bins",
+        "6",
+        "--checkpoint-every",
+        "100",
+    ];
+    let mut args = vec!["umbrella", "--system", path(&system), "--positions", path(&structure)];
+    args.extend(["--topology", path(&structure), "--out", path(&out)]);
+    args.extend(common);
+    // Its backbone has four dihedrals: umbrella sampling needs two named.
+    let e = failing(&args, &[]);
+    assert!(e.contains("gives 4") && e.contains("phi:R psi:R"), "{e}");
+    let mut second_pair = args.clone();
+    second_pair.extend(["--cg", "phi:3 psi:3"]);
+    let result = cgflow(&second_pair, &[]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let description: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("cv.json")).expect("cv.json")).expect("json");
+    assert_eq!(description["cvs"], serde_json::json!([[14, 16, 18, 24], [16, 18, 24, 26]]));
+    assert_eq!(
+        description["trans_walls"]["atoms"],
+        serde_json::json!([[1, 4, 6, 8], [8, 14, 16, 18], [18, 24, 26, 28]])
+    );
+    // 9 windows x 200 steps / 10 per record, 2 CVs, float32.
+    assert_eq!(std::fs::metadata(out.join("cv.f32")).expect("cv.f32").len(), 20 * 9 * 2 * 4);
+    // A topology of another molecule, and a CV that is not there, are clear errors.
+    let aldp_pdb = aldp("aldp.pdb");
+    let mut wrong_topology = second_pair.clone();
+    wrong_topology[6] = path(&aldp_pdb);
+    assert!(failing(&wrong_topology, &[]).contains("has 22 atoms"));
+    let mut missing = args.clone();
+    missing.extend(["--cg", "phi:3 psi:4"]);
+    assert!(failing(&missing, &[]).contains("lack the atoms of psi"));
+
+    // ALDP by default; the same CVs by index give the same samples.
+    let aldp_system = aldp("aldp_obc1.xml");
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        // The Reference platform: bit-reproducible, so the two runs can be compared byte for byte.
+        let mut args = vec!["umbrella", "--system", path(&aldp_system), "--out", path(&out), "--platform", "Reference"];
+        args.extend(common);
+        args.extend(extra);
+        let result = cgflow(&args, &[]);
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        out
+    };
+    let by_default = run("aldp", &[]);
+    let by_index = run("aldp_by_index", &["--cg", "4,6,8,14 6,8,14,16", "--trans-walls", "1,4,6,8 omega:3"]);
+    assert_eq!(std::fs::read(by_default.join("cv.f32")).unwrap(), std::fs::read(by_index.join("cv.f32")).unwrap());
+    // A run stored before --cg existed (its checkpoint's settings lack the CVs, its cv.json has
+    // them) resumes, and is extended; other CVs on it are refused, naming both.
+    let checkpoint_path = by_default.join("umbrella.ckpt");
+    let mut checkpoint = cgflow::io::checkpoint::read_checkpoint(&checkpoint_path).expect("checkpoint");
+    let settings = checkpoint.meta["settings"].as_object_mut().expect("settings");
+    assert!(settings.remove("cvs").is_some() && settings.remove("trans_wall_dihedrals").is_some());
+    cgflow::io::checkpoint::write_checkpoint(&checkpoint_path, &checkpoint).expect("write");
+    let mut longer = vec![
+        "umbrella",
+        "--system",
+        path(&aldp_system),
+        "--out",
+        path(&by_default),
+        "--resume",
+        "--platform",
+        "Reference",
+    ];
+    longer.extend(common);
+    let mut other_cvs = longer.clone();
+    other_cvs.extend(["--cg", "psi:2 phi:2"]);
+    let e = failing(&other_cvs, &[]);
+    assert!(e.contains("was run with CVs [[4,6,8,14],[6,8,14,16]]"), "{e}");
+    let steps_at = longer.iter().position(|a| *a == "200").expect("--steps");
+    longer[steps_at] = "300";
+    let result = cgflow(&longer, &[]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert_eq!(std::fs::metadata(by_default.join("cv.f32")).unwrap().len(), 30 * 9 * 2 * 4);
+}
+
+#[test]
 fn md_killed_and_resumed_loses_and_repeats_no_frame() {
     let dir = tempfile::tempdir().expect("tmp");
     let system = aldp("aldp_obc1.xml");

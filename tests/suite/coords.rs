@@ -265,7 +265,11 @@ fn cg_definitions_by_residue_and_name_resolve_on_the_aldp_pdb() {
     let fails = |d: &str| resolve(d, &atoms).unwrap_err().to_string();
     assert!(fails("phi:1").contains("lack the atoms of phi"), "{}", fails("phi:1"));
     assert!(fails("psi:3").contains("lack the atoms of psi"));
-    assert!(fails("omega:2").contains("unknown dihedral 'omega'"));
+    assert!(fails("chi:2").contains("unknown dihedral 'chi'"));
+    // The peptide bonds: acetyl CH3 on one side, the N-methyl's C (no CA, no CH3) on the other.
+    assert_eq!(resolve("omegas", &atoms).unwrap(), aldp::OMEGA_ATOMS.to_vec());
+    assert_eq!(resolve("omega:3", &atoms).unwrap(), vec![aldp::OMEGA_ATOMS[1]]);
+    assert!(fails("omega:1").contains("lack the atoms of omega"));
     assert!(fails("phi:x").contains("not a residue number"));
     assert!(fails("4,6,8").contains("four atom indices"));
     assert!(fails("4,6,8,22").contains("atom 22 does not exist"));
@@ -378,6 +382,8 @@ fn ace_ala2_nme_from_its_bond_graph_round_trips_and_finds_its_two_chiral_alphas(
     let cg = resolve("backbone", &atoms).expect("backbone");
     assert_eq!(cg, vec![[4, 6, 8, 14], [6, 8, 14, 16], [14, 16, 18, 24], [16, 18, 24, 26]]);
     assert_eq!(resolve("phi:2 psi:2 phi:3 psi:3", &atoms).expect("by residue"), cg);
+    assert_eq!(resolve("omegas", &atoms).expect("omegas"), vec![[1, 4, 6, 8], [8, 14, 16, 18], [18, 24, 26, 28]]);
+    assert_eq!(model.atom_labels(), atoms);
     let molecule = Molecule::new(&masses, &bonds, &x0, &cg).expect("molecule");
     // Exactly the two alanine CA are chiral (the methyls' hydrogens are alike, the caps have none).
     let centres: Vec<usize> = molecule.chiral_centres().iter().map(|c| c.atom).collect();

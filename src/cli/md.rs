@@ -22,7 +22,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
-use crate::coords::{aldp, geometry::dihedral};
+use crate::coords::geometry::dihedral;
 use crate::io::checkpoint::{bytes_f64, f64_bytes, write_checkpoint, Checkpoint};
 use crate::io::cv_histograms::{self, HistogramSettings};
 use crate::io::dcd::DcdWriter;
@@ -66,10 +66,18 @@ pub struct MdArgs {
     /// Random seed (non-zero for reproducible runs).
     #[arg(long, default_value_t = 1)]
     seed: i32,
-    /// Dihedral CV as four 0-based atom indices, e.g. 4,6,8,14 (repeatable). Default for a
-    /// 22-atom system: alanine dipeptide's phi and psi.
+    /// Dihedral CV as four 0-based atom indices, e.g. 4,6,8,14 (repeatable); given, it replaces
+    /// --cg.
     #[arg(long = "dihedral", value_name = "I,J,K,L")]
     dihedrals: Vec<String>,
+    /// The CVs as a CG definition (`backbone`: every phi and psi, alanine dipeptide's (phi, psi);
+    /// `phi:R psi:R ...`; `I,J,K,L ...`), resolved by atom name and residue number from --topology,
+    /// or from --positions when that is a PDB.
+    #[arg(long, value_name = "DEFINITION", default_value = "backbone")]
+    cg: String,
+    /// PDB whose atom names and residue numbers resolve --cg (default: --positions, if a PDB).
+    #[arg(long, value_name = "PDB")]
+    topology: Option<PathBuf>,
     /// Walkers whose trajectories are written as DCD.
     #[arg(long, default_value_t = 1)]
     dcd_walkers: usize,
@@ -167,10 +175,23 @@ pub fn run(args: MdArgs) -> Result<()> {
     let system = System::from_xml(&system_xml).with_context(|| format!("{}", args.system.display()))?;
     let n_atoms = system.num_particles();
     let cvs: Vec<[usize; 4]> = if args.dihedrals.is_empty() {
-        if n_atoms != aldp::N_ATOMS {
-            bail!("give the CVs with --dihedral I,J,K,L (the phi/psi default is for 22-atom alanine dipeptide)");
+        let is_pdb = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("pdb"));
+        let topology = match &args.topology {
+            Some(path) => path.clone(),
+            None if is_pdb(&args.positions) => args.positions.clone(),
+            None => bail!(
+                "--positions {} has no atom names: give --topology PDB to resolve --cg '{}', or the CVs as --dihedral \
+                 I,J,K,L",
+                args.positions.display(),
+                args.cg
+            ),
+        };
+        let model = crate::io::pdb::read_pdb(&topology)?.into_iter().next().unwrap_or_default();
+        if model.atoms.len() != n_atoms {
+            bail!("{} has {} atoms but the System has {n_atoms}", topology.display(), model.atoms.len());
         }
-        vec![aldp::PHI_ATOMS, aldp::PSI_ATOMS]
+        crate::coords::cg_definition::resolve(&args.cg, &model.atom_labels())
+            .with_context(|| format!("--cg '{}' on {}", args.cg, topology.display()))?
     } else {
         args.dihedrals.iter().map(|d| parse_dihedral(d, n_atoms)).collect::<Result<_>>()?
     };

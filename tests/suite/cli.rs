@@ -234,7 +234,7 @@ fn umbrella_run_killed_and_resumed_loses_and_repeats_no_sample() {
 }
 
 #[test]
-fn umbrella_restrains_any_two_cvs_of_any_molecule_and_resumes_runs_stored_before_cg_existed() {
+fn umbrella_and_md_take_the_cvs_of_any_molecule_by_name_and_resume_runs_stored_before_cg_existed() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = crate::util::root().join("data/ace_ala2_nme");
     let (system, structure) = (data.join("system_obc1.xml"), data.join("min_energy.pdb"));
@@ -280,6 +280,26 @@ fn umbrella_restrains_any_two_cvs_of_any_molecule_and_resumes_runs_stored_before
     let mut missing = args.clone();
     missing.extend(["--cg", "phi:3 psi:4"]);
     assert!(failing(&missing, &[]).contains("lack the atoms of psi"));
+    // MD records every backbone dihedral of it by default, named from its PDB; positions without
+    // atom names need --topology (or --dihedral).
+    let md = dir.path().join("ace_md");
+    let md_args =
+        ["md", "--system", path(&system), "--positions", path(&structure), "--out", path(&md), "--steps", "20"];
+    let result = cgflow(&md_args, &[]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let description: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(md.join("cv.json")).expect("cv.json")).expect("json");
+    assert_eq!(
+        description["cvs"],
+        serde_json::json!([[4, 6, 8, 14], [6, 8, 14, 16], [14, 16, 18, 24], [16, 18, 24, 26]])
+    );
+    let npy = dir.path().join("ace.npy");
+    let positions = cgflow::io::read_positions(&structure).expect("pdb");
+    cgflow::io::npy::write_npy(&npy, &[32, 3], &positions.positions_nm).expect("npy");
+    let md_npy = dir.path().join("ace_md_npy");
+    let no_names =
+        ["md", "--system", path(&system), "--positions", path(&npy), "--out", path(&md_npy), "--steps", "20"];
+    assert!(failing(&no_names, &[]).contains("--topology"));
 
     // ALDP by default; the same CVs by index give the same samples.
     let aldp_system = aldp("aldp_obc1.xml");

@@ -10,10 +10,10 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use rand::SeedableRng;
 
-use crate::coords::aldp;
 use crate::io::cv_run::CvRun;
 use crate::md::mbar::{self, BiasedSamples, HarmonicBias2d, MbarConfig};
 use crate::metrics::histogram::free_energy_from_probabilities;
+use crate::metrics::ramachandran;
 use crate::metrics::{halves_noise_floor, BinGrid};
 use crate::units::kt_kj_per_mol;
 
@@ -125,7 +125,7 @@ fn run_states(
 
 fn populations_json(values: &[f64], errors: Option<&[f64]>) -> serde_json::Value {
     let mut out = serde_json::Map::new();
-    for (i, name) in aldp::BASIN_NAMES.iter().enumerate() {
+    for (i, name) in ramachandran::BASIN_NAMES.iter().enumerate() {
         let mut entry = serde_json::json!({"population": values[i]});
         if let Some(e) = errors {
             entry["standard_error"] = serde_json::json!(if e[i].is_finite() { Some(e[i]) } else { None });
@@ -159,7 +159,7 @@ impl MdBlocks {
     fn populations(blocks: &[&MdBlocks]) -> Result<(Vec<f64>, Vec<f64>)> {
         let sizes: Vec<f64> = blocks.iter().flat_map(|b| b.sizes.iter().copied()).collect();
         let (mut mean, mut se) = (Vec::new(), Vec::new());
-        for basin in 0..aldp::BASIN_NAMES.len() {
+        for basin in 0..ramachandran::BASIN_NAMES.len() {
             let values: Vec<f64> = blocks.iter().flat_map(|b| b.populations.iter().map(|p| p[basin])).collect();
             let m = crate::metrics::batch_means::weighted_batch_means(&values, &sizes)?;
             mean.push(m.mean);
@@ -178,7 +178,11 @@ fn md_blocks(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) 
             bail!("{}: an umbrella run, not unbiased MD", dir.display());
         }
         return Ok(MdBlocks {
-            populations: mbar::series_region_fractions(&states, aldp::BASIN_NAMES.len(), aldp::basin_of),
+            populations: mbar::series_region_fractions(
+                &states,
+                ramachandran::BASIN_NAMES.len(),
+                ramachandran::basin_of,
+            ),
             sizes: states.iter().map(|s| s.samples.len() as f64).collect(),
             walkers: states.len(),
             evaluations,
@@ -217,7 +221,12 @@ fn md_blocks(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) 
         let counts: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
         let total: f64 = counts.iter().sum();
         let p: Vec<f64> = counts.iter().map(|c| c / total).collect();
-        populations.push(mbar::grid_region_populations(&p, bins, aldp::BASIN_NAMES.len(), aldp::basin_of)?);
+        populations.push(mbar::grid_region_populations(
+            &p,
+            bins,
+            ramachandran::BASIN_NAMES.len(),
+            ramachandran::basin_of,
+        )?);
         sizes.push(total);
     }
     Ok(MdBlocks {
@@ -243,9 +252,12 @@ fn reference_populations_like(
 ) -> Result<Vec<f64>> {
     match md.bins {
         None => Ok(own.to_vec()),
-        Some(b) if b == bins => {
-            Ok(mbar::grid_region_populations(probabilities, bins, aldp::BASIN_NAMES.len(), aldp::basin_of)?)
-        }
+        Some(b) if b == bins => Ok(mbar::grid_region_populations(
+            probabilities,
+            bins,
+            ramachandran::BASIN_NAMES.len(),
+            ramachandran::basin_of,
+        )?),
         Some(b) => bail!("{}: a {b} x {b} histogram, the reference is on {bins} x {bins} bins", dir.display()),
     }
 }
@@ -298,14 +310,18 @@ fn md_checks(
         let per_run: Vec<(Vec<f64>, Vec<f64>)> =
             blocks.iter().map(|b| MdBlocks::populations(&[b])).collect::<Result<_>>()?;
         let sizes: Vec<f64> = blocks.iter().map(|b| b.sizes.iter().sum()).collect();
-        let between: Vec<f64> = (0..aldp::BASIN_NAMES.len())
+        let between: Vec<f64> = (0..ramachandran::BASIN_NAMES.len())
             .map(|i| {
                 let values: Vec<f64> = per_run.iter().map(|r| r.0[i]).collect();
                 Ok(crate::metrics::batch_means::weighted_batch_means(&values, &sizes)?.standard_error)
             })
             .collect::<Result<_>>()?;
         pooled["standard_error_between_runs"] = serde_json::Value::Object(
-            aldp::BASIN_NAMES.iter().zip(&between).map(|(n, e)| (n.to_string(), serde_json::json!(e))).collect(),
+            ramachandran::BASIN_NAMES
+                .iter()
+                .zip(&between)
+                .map(|(n, e)| (n.to_string(), serde_json::json!(e)))
+                .collect(),
         );
         out["pooled"] = pooled;
     }
@@ -382,8 +398,8 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
         &states,
         &solution,
         &config,
-        aldp::BASIN_NAMES.len(),
-        aldp::basin_of,
+        ramachandran::BASIN_NAMES.len(),
+        ramachandran::basin_of,
         args.bootstrap,
         args.blocks,
         &mut rng,
@@ -454,7 +470,7 @@ fn check_against(reference: &Path, args: &ReferenceArgs, system_xml: &str) -> Re
     let report: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", report_path.display()))?;
     let (mut values, mut errors) = (Vec::new(), Vec::new());
-    for name in aldp::BASIN_NAMES {
+    for name in ramachandran::BASIN_NAMES {
         let entry = &report["populations"][name];
         let (Some(v), Some(e)) = (entry["population"].as_f64(), entry["standard_error"].as_f64()) else {
             bail!("{}: no population with a standard error for {name}", report_path.display());
@@ -506,7 +522,7 @@ fn md_check_table(check: &serde_json::Value) -> String {
         rows.push(("pooled".to_string(), &check["pooled"]));
     }
     let mut table = String::new();
-    for (i, name) in aldp::BASIN_NAMES.iter().enumerate() {
+    for (i, name) in ramachandran::BASIN_NAMES.iter().enumerate() {
         table.push_str(&format!("{name} (%): MD | reference | z (reference - MD)\n"));
         for (label, row) in &rows {
             table.push_str(&format!(
@@ -527,7 +543,12 @@ fn md_check_table(check: &serde_json::Value) -> String {
 /// Basin populations of binned WHAM on the same samples (the bias at bin centres), for comparison.
 fn wham_populations(states: &[BiasedSamples], bins: usize) -> Result<serde_json::Value> {
     let wham = mbar::binned_wham(states, bins)?;
-    let p = mbar::grid_region_populations(&wham.probabilities, bins, aldp::BASIN_NAMES.len(), aldp::basin_of)?;
+    let p = mbar::grid_region_populations(
+        &wham.probabilities,
+        bins,
+        ramachandran::BASIN_NAMES.len(),
+        ramachandran::basin_of,
+    )?;
     Ok(serde_json::json!({"converged": wham.converged, "populations_by_bin_centre": populations_json(&p, None)}))
 }
 

@@ -11,6 +11,7 @@
 //!   the speedup at equal KLD (with bounds, never extrapolated).
 //! - [`quadrature`]: adaptive Gauss-Kronrod integration and the exact Müller-Brown and double-well
 //!   free energies.
+//! - [`ramachandran`]: the basins (beta/PII, alpha_R, phi > 0) of a residue's (phi, psi).
 //! - [`batch_means`]: the mean of a correlated series from block means of unequal sizes, with
 //!   its standard error.
 //! - [`weights`]: log-space importance weights: [`log_sum_exp`], [`effective_sample_size`], the
@@ -24,6 +25,7 @@ pub mod cost_curve;
 pub mod divergence;
 pub mod histogram;
 pub mod quadrature;
+pub mod ramachandran;
 pub mod weights;
 
 pub use divergence::{

@@ -3,7 +3,8 @@
 # seed 2027, 100 ps of equilibration per window before recording (stage 1's windows still drifted
 # after 100 ps), then 150 ps recorded every 50 fs. Resumable across sessions: the run lives in
 # runs/umbrella-stage2; when that folder is missing, it is restored from the state committed in
-# results/ruler/umbrella_stage2_state/. Runs niced; lower its scheduler group's weight too:
+# results/ruler/umbrella_stage2_state/ (that state was removed once the run was complete, 2026-12-06:
+# its reference is data/reference/aldp_umbrella/). Runs niced; lower its scheduler group's weight too:
 #   (setsid tools/umbrella_stage2.sh > runs/umbrella-stage2.log 2>&1 &)
 #   echo 19 > /proc/$(pgrep -f "cgflow umbrella")/autogroup
 # Before a session ends: kill it (it checkpoints every 5000 steps; a resume loses and repeats no

@@ -8,6 +8,7 @@
 
 use nalgebra::Point3;
 
+use super::chirality::ChiralCentre;
 use super::geometry::dihedral;
 use super::normalize::Scales;
 use super::transform::InternalCoordinates;
@@ -61,6 +62,13 @@ pub const PSI_ATOMS: [usize; 4] = [6, 8, 14, 16];
 /// Atoms of the two peptide-bond dihedrals omega (CH3-C-N-CA of ACE-ALA, CA-C-N-CH3 of ALA-NME);
 /// trans at +-pi.
 pub const OMEGA_ATOMS: [[usize; 4]; 2] = [[1, 4, 6, 8], [8, 14, 16, 18]];
+
+/// Alanine's CA as a chiral centre: substituents N, C, CB, HA, so that its signed volume is the
+/// hand-written check of [`chirality`] (negative for L), and the rounded |volume| of the
+/// minimum-energy structure (8.4e-3 nm^3) as the penalty's unit, the value training has always used.
+pub fn ca_chiral_centre() -> ChiralCentre {
+    ChiralCentre { atom: 8, substituents: [6, 14, 10, 9], reference_sign: -1.0, reference_volume_nm3: 8.4e-3 }
+}
 
 /// The ALDP Z-matrix.
 pub fn zmatrix() -> ZMatrix {

@@ -6,25 +6,39 @@
 //! (the masses met walking away from the centre, to a depth of [`SIGNATURE_DEPTH`] bonds, each
 //! level's signatures sorted so that the order of the bond list does not matter): two methyl
 //! hydrogens, or the three hydrogens of a methyl group, are alike; the N, C, CB and HA around
-//! alanine's CA are not. The handedness of a centre is the sign of the triple product of three
-//! of its substituents (the first three by signature) relative to the centre; a structure keeps
-//! the reference's chirality when every centre's sign equals the reference's.
+//! alanine's CA are not. The handedness of a centre is the sign of the signed volume of its four
+//! substituents a, b, c, d (ordered by signature), ((b - a) x (c - a)) . (d - a); a structure
+//! keeps the reference's chirality when every centre's sign equals the reference's. The volume
+//! leaves out the centre atom itself, so it stays defined for the distorted structures an
+//! untrained flow draws, in which the centre can lie outside its substituents' tetrahedron (and it
+//! is alanine dipeptide's hand-written check, `coords::aldp::chirality`, for CA's N, C, CB, HA).
 
 use crate::error::{Error, Result};
 
 /// Bonds followed from each neighbour of a candidate centre when comparing substituents.
 pub const SIGNATURE_DEPTH: usize = 6;
 
-/// One chiral centre: the atom, its substituents ordered by signature, and the reference sign.
+/// One chiral centre: the atom, its substituents, and their signed volume in the reference.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChiralCentre {
     /// The centre atom.
     pub atom: usize,
-    /// Its four neighbours, ordered by the signature of the branch each starts.
+    /// Its four neighbours a, b, c, d (found from the bond graph: ordered by the signature of the
+    /// branch each starts).
     pub substituents: [usize; 4],
-    /// The sign (+1 or -1) of ((a - c) x (b - c)) . (d - c) for the first three substituents
-    /// a, b, d in the reference structure.
+    /// The sign (+1 or -1) of [`signed_volume`] in the reference structure.
     pub reference_sign: f64,
+    /// |[`signed_volume`]| in the reference structure, nm^3: the unit of a penalty that pushes a
+    /// structure of the wrong handedness back.
+    pub reference_volume_nm3: f64,
+}
+
+/// ((b - a) x (c - a)) . (d - a) for the substituents [a, b, c, d] in the structure `x` (flat xyz,
+/// nm): positive or negative by handedness, zero when the four are coplanar.
+pub fn signed_volume(x: &[f64], substituents: &[usize; 4]) -> f64 {
+    let at = |i: usize| nalgebra::Point3::new(x[3 * i], x[3 * i + 1], x[3 * i + 2]);
+    let [a, b, c, d] = substituents.map(at);
+    (b - a).cross(&(c - a)).dot(&(d - a))
 }
 
 /// The chiral centres of a molecule of `masses.len()` atoms with `bonds`, and their handedness in
@@ -61,11 +75,16 @@ pub fn chiral_centres(masses: &[f64], bonds: &[(usize, usize)], reference_nm: &[
             continue;
         }
         let substituents = [branches[0].1, branches[1].1, branches[2].1, branches[3].1];
-        let triple = triple_product(reference_nm, atom, &substituents);
-        if triple == 0.0 {
+        let volume = signed_volume(reference_nm, &substituents);
+        if volume == 0.0 {
             return Err(Error::invalid(format!("chiral centre {atom} is flat in the reference structure")));
         }
-        centres.push(ChiralCentre { atom, substituents, reference_sign: triple.signum() });
+        centres.push(ChiralCentre {
+            atom,
+            substituents,
+            reference_sign: volume.signum(),
+            reference_volume_nm3: volume.abs(),
+        });
     }
     Ok(centres)
 }
@@ -80,22 +99,8 @@ pub fn keeps_chirality(centres: &[ChiralCentre], n_atoms: usize, x: &[f64]) -> R
         return Err(Error::invalid(format!("chiral centre {} names an atom beyond {n_atoms}", c.atom)));
     }
     Ok(x.chunks_exact(3 * n_atoms)
-        .map(|structure| {
-            centres.iter().all(|c| triple_product(structure, c.atom, &c.substituents) * c.reference_sign > 0.0)
-        })
+        .map(|structure| centres.iter().all(|c| signed_volume(structure, &c.substituents) * c.reference_sign > 0.0))
         .collect())
-}
-
-fn triple_product(x: &[f64], centre: usize, substituents: &[usize; 4]) -> f64 {
-    let at = |i: usize| [x[3 * i], x[3 * i + 1], x[3 * i + 2]];
-    let c = at(centre);
-    let rel = |i: usize| {
-        let p = at(i);
-        [p[0] - c[0], p[1] - c[1], p[2] - c[2]]
-    };
-    let (a, b, d) = (rel(substituents[0]), rel(substituents[1]), rel(substituents[2]));
-    let cross = [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]];
-    cross[0] * d[0] + cross[1] * d[1] + cross[2] * d[2]
 }
 
 /// The signature of the branch that starts at `atom`, entered from `from`: its mass (to 0.01 u)

@@ -11,8 +11,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::coords::aldp::{self, Chirality};
+use crate::coords::aldp;
 use crate::coords::cg::CgSplit;
+use crate::coords::chirality::{keeps_chirality, signed_volume, ChiralCentre};
 use crate::coords::geometry::wrap_angle;
 use crate::coords::transform::InternalCoordinates;
 use crate::energy::{Batch, EnergyModel};
@@ -25,7 +26,7 @@ pub struct ConditionalMolecule {
     ic: InternalCoordinates,
     split: CgSplit,
     cg_reference_rad: Vec<f64>,
-    chirality_check: bool,
+    chiral_centres: Vec<ChiralCentre>,
 }
 
 /// A batch of structures built from flow coordinates.
@@ -53,17 +54,57 @@ impl ConditionalMolecule {
         }
         let split = CgSplit::new(ic.dim(), cg_indices)?;
         let cg_reference_rad = cg_indices.iter().map(|&i| ic.normalization().reference()[i]).collect();
-        Ok(Self { ic, split, cg_reference_rad, chirality_check: false })
+        Ok(Self { ic, split, cg_reference_rad, chiral_centres: Vec::new() })
+    }
+
+    /// The same molecule with chiral centres whose handedness every valid structure keeps:
+    /// structures of the other handedness at any of them are never evaluated, get zero weight,
+    /// and in training by energy a penalty that turns them back. Errors on a centre that names an
+    /// atom the molecule does not have, or whose reference volume is not positive and finite.
+    pub fn with_chiral_centres(mut self, centres: Vec<ChiralCentre>) -> Result<Self> {
+        let n = self.n_atoms();
+        for c in &centres {
+            if c.atom >= n || c.substituents.iter().any(|&a| a >= n) {
+                return Err(Error::invalid(format!(
+                    "chiral centre {} names an atom beyond the molecule's {n}",
+                    c.atom
+                )));
+            }
+            if !(c.reference_volume_nm3.is_finite() && c.reference_volume_nm3 > 0.0 && c.reference_sign.abs() == 1.0) {
+                return Err(Error::invalid(format!(
+                    "chiral centre {}: reference sign and volume are not usable",
+                    c.atom
+                )));
+            }
+        }
+        self.chiral_centres = centres;
+        Ok(self)
+    }
+
+    /// Any molecule from its description (Z-matrix from the bond graph, CG dihedrals, circular
+    /// dimensions, chiral centres; [`crate::coords::molecule::Molecule`]), normalised around its
+    /// reference structure with the default scales.
+    pub fn from_molecule(molecule: &crate::coords::molecule::Molecule) -> Result<Self> {
+        let ic = InternalCoordinates::around_structure(
+            molecule.zmatrix().clone(),
+            molecule.reference_nm(),
+            crate::coords::normalize::Scales::default(),
+            molecule.circular_indices(),
+        )?;
+        Self::new(ic, molecule.cg_indices())?.with_chiral_centres(molecule.chiral_centres().to_vec())
     }
 
     /// Alanine dipeptide conditioned on (phi, psi), normalised around `x_ref` (nm; the
-    /// minimum-energy structure in the reference code). D-alanine structures (mirror images at CA)
-    /// are flagged as invalid.
+    /// minimum-energy structure in the reference code), with its hand-written Z-matrix. D-alanine
+    /// structures (mirror images at CA) are invalid.
     pub fn aldp(x_ref: &[f64]) -> Result<Self> {
         let ic = aldp::internal_coordinates(x_ref)?;
-        let mut molecule = Self::new(ic, &[aldp::PHI_INDEX, aldp::PSI_INDEX])?;
-        molecule.chirality_check = ic_is_aldp(&molecule.ic);
-        Ok(molecule)
+        Self::new(ic, &[aldp::PHI_INDEX, aldp::PSI_INDEX])?.with_chiral_centres(vec![aldp::ca_chiral_centre()])
+    }
+
+    /// The chiral centres valid structures keep.
+    pub fn chiral_centres(&self) -> &[ChiralCentre] {
+        &self.chiral_centres
     }
 
     /// The internal coordinates.
@@ -156,48 +197,46 @@ impl ConditionalMolecule {
         Ok((fine, cg, log_det))
     }
 
-    /// Whether each structure is valid (L chirality for alanine dipeptide; always true otherwise).
+    /// Whether each structure is valid: the reference's handedness at every chiral centre (L
+    /// alanine in alanine dipeptide; always true for a molecule without centres).
     pub fn valid(&self, positions_nm: &[f64]) -> Result<Vec<bool>> {
-        let n = positions_nm.len() / (3 * self.n_atoms()).max(1);
-        if !self.chirality_check {
-            return Ok(vec![true; n]);
-        }
-        Ok(aldp::chirality(positions_nm)?.into_iter().map(|c| c == Chirality::L).collect())
+        keeps_chirality(&self.chiral_centres, self.n_atoms(), positions_nm)
     }
 }
 
-/// Penalty energy (kT) of a D-alanine structure during training by energy, with its gradient:
-/// `PENALTY_BASE_KT + PENALTY_SLOPE_KT * t / |t_L|`, where t = ((C - N) x (CB - N)) . (HA - N) is
-/// positive for D and `t_L` its magnitude in an ideal L structure. The base keeps such samples
-/// among the largest losses (dropped first); the slope pushes them towards t < 0. Never used for
-/// importance weights, where invalid structures have zero weight.
-fn chirality_penalty(x: &[f64], grad: &mut [f64]) -> f64 {
+/// Penalty energy (kT) of a structure of the wrong handedness during training by energy, with
+/// its gradient: `PENALTY_BASE_KT` plus, for every centre of the wrong handedness,
+/// `PENALTY_SLOPE_KT * (-sign) t / |t_ref|`, where t is the centre's [`signed_volume`], `sign`
+/// its reference sign and `|t_ref|` its reference volume (for alanine dipeptide's CA,
+/// t = ((C - N) x (CB - N)) . (HA - N), positive for D). The base keeps such samples among the
+/// largest losses (dropped first); the slope pushes each wrong centre towards the right side. Never
+/// used for importance weights, where invalid structures have zero weight.
+fn chirality_penalty(x: &[f64], grad: &mut [f64], centres: &[ChiralCentre]) -> f64 {
     use nalgebra::Vector3;
     let atom = |i: usize| Vector3::new(x[3 * i], x[3 * i + 1], x[3 * i + 2]);
-    let (n, c, cb, ha) = (atom(6), atom(14), atom(10), atom(9));
-    let (a, b, h) = (c - n, cb - n, ha - n);
-    let t = a.cross(&b).dot(&h);
-    let scale = PENALTY_SLOPE_KT / TRIPLE_PRODUCT_L_NM3;
-    let (da, db, dh) = (b.cross(&h) * scale, h.cross(&a) * scale, a.cross(&b) * scale);
     grad.iter_mut().for_each(|g| *g = 0.0);
-    for (atom, g) in [(14, da), (10, db), (9, dh), (6, -(da + db + dh))] {
-        for k in 0..3 {
-            grad[3 * atom + k] += g[k];
+    let mut penalty = PENALTY_BASE_KT;
+    for centre in centres.iter().filter(|c| signed_volume(x, &c.substituents) * c.reference_sign <= 0.0) {
+        let [ia, ib, ic, id] = centre.substituents;
+        let (origin, b, c, d) = (atom(ia), atom(ib), atom(ic), atom(id));
+        let (a, b, h) = (b - origin, c - origin, d - origin);
+        let t = a.cross(&b).dot(&h);
+        let scale = PENALTY_SLOPE_KT / centre.reference_volume_nm3 * -centre.reference_sign;
+        let (da, db, dh) = (b.cross(&h) * scale, h.cross(&a) * scale, a.cross(&b) * scale);
+        for (atom, g) in [(ib, da), (ic, db), (id, dh), (ia, -(da + db + dh))] {
+            for k in 0..3 {
+                grad[3 * atom + k] += g[k];
+            }
         }
+        penalty += scale * t;
     }
-    PENALTY_BASE_KT + scale * t
+    penalty
 }
 
 /// Base of the chirality penalty (kT).
 const PENALTY_BASE_KT: f64 = 100.0;
-/// Slope of the chirality penalty (kT per |t_L|).
+/// Slope of the chirality penalty (kT per reference volume).
 const PENALTY_SLOPE_KT: f64 = 50.0;
-/// |((C - N) x (CB - N)) . (HA - N)| of the ALDP minimum-energy structure, rounded (nm^3).
-const TRIPLE_PRODUCT_L_NM3: f64 = 8.4e-3;
-
-fn ic_is_aldp(ic: &InternalCoordinates) -> bool {
-    ic.n_atoms() == aldp::N_ATOMS && ic.zmatrix().anchors() == aldp::ANCHORS
-}
 
 /// The all-atom Boltzmann density of a molecule in flow space as a conditional training target:
 /// rows are fine coordinates, the CG angles come with each row. Invalid structures (D-alanine)
@@ -279,10 +318,10 @@ impl ConditionalMolecularTarget {
         let mut grad_fine = vec![0.0; n * self.molecule.fine_dims()];
         if gradients {
             // Invalid structures get the chirality penalty (training only): a finite energy whose
-            // gradient turns CB and HA towards the L side.
+            // gradient turns each wrong centre's substituents back (CB and HA towards L-alanine).
             for i in (0..n).filter(|&i| !valid[i]) {
                 let x = &structures.positions_nm[i * stride..(i + 1) * stride];
-                u[i] = chirality_penalty(x, &mut grad_x[i * stride..(i + 1) * stride]);
+                u[i] = chirality_penalty(x, &mut grad_x[i * stride..(i + 1) * stride], &self.molecule.chiral_centres);
             }
             let d = self.molecule.ic.dim();
             let pullback = self.molecule.ic.pullback(&structures.z, &structures.positions_nm, &grad_x)?;

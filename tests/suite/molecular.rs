@@ -158,3 +158,79 @@ fn wrong_shapes_and_non_finite_angles_are_errors() {
     let vacuum = System::from_xml_file(&aldp_file("aldp_vacuum.xml")).expect("system");
     assert_eq!(vacuum.num_particles(), 22);
 }
+
+#[test]
+fn ace_ala2_nme_as_data_keeps_both_alanines_l_and_its_penalty_gradient_matches_finite_differences() {
+    use cgflow::coords::cg_definition::resolve;
+    use cgflow::coords::geometry::{dihedral, wrap_angle};
+    use cgflow::coords::molecule::Molecule;
+    let data = crate::util::root().join("data/ace_ala2_nme");
+    let system = System::from_xml_file(&data.join("system_obc1.xml")).expect("system");
+    let model = cgflow::io::pdb::read_pdb(&data.join("min_energy.pdb")).expect("pdb").remove(0);
+    let x0 = model.positions_nm();
+    let cg = resolve("backbone", &model.atom_labels()).expect("cg");
+    let (masses, bonds) = (system.masses().expect("masses"), system.bonds().expect("bonds"));
+    let molecule = ConditionalMolecule::from_molecule(&Molecule::new(&masses, &bonds, &x0, &cg).expect("molecule"))
+        .expect("conditional molecule");
+    assert_eq!((molecule.fine_dims(), molecule.cg_dims(), molecule.context_width()), (86, 4, 8));
+    let centres: Vec<usize> = molecule.chiral_centres().iter().map(|c| c.atom).collect();
+    assert_eq!(centres, vec![8, 18]);
+
+    // Structures built at random CG points carry exactly those angles (measured here).
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let n = 20;
+    let fine: Vec<f64> = (0..n * 86).map(|_| rng.gen_range(-0.5..0.5)).collect();
+    let requested: Vec<f64> = (0..n * 4).map(|_| rng.gen_range(-std::f64::consts::PI..std::f64::consts::PI)).collect();
+    let structures = molecule.to_cartesian(&fine, &requested).expect("inverse");
+    for (i, x) in structures.positions_nm.chunks_exact(96).enumerate() {
+        let atom = |a: usize| nalgebra::Point3::new(x[3 * a], x[3 * a + 1], x[3 * a + 2]);
+        for (k, d) in cg.iter().enumerate() {
+            let measured = dihedral(&atom(d[0]), &atom(d[1]), &atom(d[2]), &atom(d[3]));
+            let diff = wrap_angle(measured - requested[4 * i + k]);
+            assert!(diff.abs() < 1e-8, "structure {i}, CG angle {k}: {diff:e}");
+        }
+    }
+
+    // Valid: the reference; invalid: either alanine turned D (its HA and CB swapped), or both.
+    let swap = |x: &[f64], a: usize, b: usize| {
+        let mut y = x.to_vec();
+        for k in 0..3 {
+            y.swap(3 * a + k, 3 * b + k);
+        }
+        y
+    };
+    let first_d = swap(&x0, 9, 10);
+    let second_d = swap(&x0, 19, 20);
+    let mirror: Vec<f64> = x0.iter().enumerate().map(|(i, &v)| if i % 3 == 0 { -v } else { v }).collect();
+    let batch = [x0.clone(), first_d.clone(), second_d.clone(), mirror].concat();
+    assert_eq!(molecule.valid(&batch).expect("valid"), vec![true, false, false, false]);
+
+    // In training by energy: an L row (OpenMM energy) and a row with one D alanine (the penalty),
+    // gradients against central differences; the D row costs no energy evaluation.
+    let config = OpenMmEnergyConfig { workers: Some(1), ..Default::default() };
+    let energy = OpenMmEnergy::new(&system, &Platform::new("Reference").expect("platform"), &config).expect("energy");
+    let target = ConditionalMolecularTarget::new(molecule.clone(), Box::new(energy)).expect("target");
+    let (fine, cg_rad, _) = molecule
+        .from_cartesian(&[perturbed(&x0, 1, 0.002, 4), perturbed(&second_d, 1, 0.002, 5)].concat())
+        .expect("forward");
+    let (e, grad) = target.energies_and_gradients(&fine, Some(&cg_rad)).expect("target");
+    assert_eq!((target.evaluations(), target.rejected()), (1, 1));
+    // e = u - ln|det dx/dz|: u from an independent OpenMM call for the L row, the penalty (base
+    // 100 kT) for the D row.
+    let built = molecule.to_cartesian(&fine, &cg_rad).expect("structures");
+    let mut direct =
+        OpenMmEnergy::new(&system, &Platform::new("Reference").expect("platform"), &config).expect("energy");
+    let u = direct.evaluate(&Batch::new(&built.positions_nm[..96], 32).expect("batch")).expect("u").reduced_energies[0];
+    let expected = u - built.log_det_dx_dz[0];
+    assert!((e[0] - expected).abs() < 1e-9 * expected.abs().max(1.0), "L row: {} vs {expected}", e[0]);
+    assert!(e[1] + built.log_det_dx_dz[1] > 100.0, "D row penalty {}", e[1] + built.log_det_dx_dz[1]);
+    for row in [0, 1] {
+        let (worst, scale) = max_fd_error(
+            &target,
+            &fine[row * 86..(row + 1) * 86],
+            &cg_rad[row * 4..(row + 1) * 4],
+            &grad[row * 86..(row + 1) * 86],
+        );
+        assert!(worst / scale < 1e-5, "row {row}: max |grad - FD| = {worst:e}, scale {scale:e}");
+    }
+}

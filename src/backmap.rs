@@ -13,7 +13,8 @@
 //! turn averages over the structures of s_j into averages over the Boltzmann distribution of the
 //! fine coordinates given s_j.
 //!
-//! Invalid structures (D-alanine, the mirror image at CA) are never evaluated and never returned,
+//! Invalid structures (the wrong handedness at a chiral centre: D-alanine, the mirror image at CA,
+//! in alanine dipeptide) are never evaluated and never returned,
 //! and with an energy bound so are structures with u above it (or a non-finite u): those are
 //! counted and redrawn, in rounds that draw exactly the missing number of structures of each
 //! point, until every point has its n structures or [`BackmapConfig::max_rounds`] rounds have
@@ -62,7 +63,7 @@ impl Default for BackmapConfig {
 pub struct PointSummary {
     /// Structures drawn from the flow (kept and rejected).
     pub draws: u64,
-    /// Draws rejected as D-alanine (not evaluated).
+    /// Draws rejected for the wrong chirality (D-alanine; not evaluated).
     pub rejected_chirality: u64,
     /// Draws rejected for an energy above the bound or a non-finite energy (evaluated).
     pub rejected_energy: u64,
@@ -97,7 +98,7 @@ pub struct Backmapped {
     pub points: Vec<PointSummary>,
     /// Energy evaluations made (every evaluated draw, kept or rejected for its energy).
     pub evaluations: u64,
-    /// Draws rejected as D-alanine, all points together.
+    /// Draws rejected for the wrong chirality, all points together.
     pub rejected_chirality: u64,
     /// Draws rejected for their energy, all points together.
     pub rejected_energy: u64,
@@ -228,7 +229,7 @@ pub fn backmap<R: Rng>(
             None => "of non-finite energy".to_string(),
         };
         return Err(Error::invalid(format!(
-            "CG point {j} at {:?} rad: only {} of {n} structures after {} rounds of drawing ({} draws: {} D-alanine, \
+            "CG point {j} at {:?} rad: only {} of {n} structures after {} rounds of drawing ({} draws: {} of the wrong chirality (D), \
              {} {bound}); the flow puts little mass on valid structures there (train it on this region{})",
             &cg_rad[j * cg_dims..(j + 1) * cg_dims],
             kept[j].len(),

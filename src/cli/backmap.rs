@@ -163,23 +163,30 @@ pub fn run(args: BackmapArgs) -> Result<()> {
     Ok(())
 }
 
-/// The per-structure table; numbers in Rust's shortest exact form.
+/// The per-structure table; numbers in Rust's shortest exact form. Two CG angles are named phi
+/// and psi (alanine dipeptide's); more are cg1, cg2, ...
 fn csv(result: &Backmapped, cg: &[f64], cg_dims: usize) -> String {
-    let mut text = String::from(
-        "structure,cg_index,phi_requested_rad,psi_requested_rad,phi_rad,psi_rad,energy_kj_per_mol,u_kt,log_weight,\
-         weight\n",
-    );
+    let names: Vec<String> =
+        if cg_dims == 2 { vec!["phi".into(), "psi".into()] } else { (1..=cg_dims).map(|k| format!("cg{k}")).collect() };
+    let mut text = String::from("structure,cg_index,");
+    for name in &names {
+        let _ = write!(text, "{name}_requested_rad,");
+    }
+    for name in &names {
+        let _ = write!(text, "{name}_rad,");
+    }
+    text.push_str("energy_kj_per_mol,u_kt,log_weight,weight\n");
     for (i, &j) in result.cg_index.iter().enumerate() {
         let requested = &cg[j * cg_dims..(j + 1) * cg_dims];
         let achieved = &result.cg_achieved_rad[i * cg_dims..(i + 1) * cg_dims];
         // Infallible: writing to a String cannot fail.
+        let _ = write!(text, "{i},{j},");
+        for v in requested.iter().chain(achieved) {
+            let _ = write!(text, "{v},");
+        }
         let _ = writeln!(
             text,
-            "{i},{j},{},{},{},{},{},{},{},{}",
-            requested[0],
-            requested[1],
-            achieved[0],
-            achieved[1],
+            "{},{},{},{}",
             result.energies_kj_per_mol[i],
             result.reduced_energies[i],
             result.log_weights[i],
@@ -199,7 +206,7 @@ fn print_summary(args: &BackmapArgs, table: &Path, result: &Backmapped, kt: f64)
         table.display()
     );
     println!(
-        "energy evaluations {}, rejected: {} D-alanine, {} above the energy bound or non-finite",
+        "energy evaluations {}, rejected: {} of the wrong chirality (D amino acids), {} above the energy bound or non-finite",
         result.evaluations, result.rejected_chirality, result.rejected_energy
     );
     println!("mean energy {mean_kj:.3} kJ/mol ({:.3} kT)", mean_kj / kt);

@@ -11,7 +11,7 @@
 //! keeps the reference's chirality when every centre's sign equals the reference's. The volume
 //! leaves out the centre atom itself, so it stays defined for the distorted structures an
 //! untrained flow draws, in which the centre can lie outside its substituents' tetrahedron (and it
-//! is alanine dipeptide's hand-written check, `coords::aldp::chirality`, for CA's N, C, CB, HA).
+//! is alanine dipeptide's hand-written check of CA (its N, C, CB, HA) in the ALDP data module).
 
 use crate::error::{Error, Result};
 

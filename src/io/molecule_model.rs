@@ -10,11 +10,11 @@
 //! ```json
 //! {
 //!   "format": "cgflow-molecule-model",
-//!   "version": 1,
+//!   "version": 2,
 //!   "system_fingerprint": "89abcdef01234567",
-//!   "n_atoms": 22,
+//!   "n_atoms": 32,
 //!   "reference_positions_nm": [[0.1962, 0.1209, 0.0683], ...],
-//!   "cg": "aldp-phi-psi",
+//!   "cg": {"dihedrals": [[4, 6, 8, 14], ...], "masses": [1.008, ...], "bonds": [[0, 1], ...]},
 //!   "temperature_k": 300.0,
 //!   "provenance": null
 //! }
@@ -27,8 +27,12 @@
 //!   minimum-energy structure for alanine dipeptide), one `[x, y, z]` per atom, in nm. Numbers are
 //!   written in their shortest exact form, so the molecule, and with it every density, is
 //!   reproduced bit for bit.
-//! - `cg`: the CG definition; this build knows `"aldp-phi-psi"` (alanine dipeptide given its
-//!   backbone dihedrals, see [`ConditionalMolecule::aldp`]).
+//! - `cg`: the CG definition. Any molecule: an object with its CG `dihedrals` (0-based atom
+//!   indices), and the `masses` (u) and `bonds` of its System, from which the Z-matrix, the
+//!   circular dimensions and the chiral centres are rebuilt
+//!   ([`ConditionalMolecule::from_molecule`]); or the name `"aldp-phi-psi"` (alanine dipeptide
+//!   given its backbone dihedrals, with its hand-written Z-matrix, [`ConditionalMolecule::aldp`]).
+//! - Version 1 files (the `"aldp-phi-psi"` name only) still load; this build writes version 2.
 //! - `temperature_k`: the temperature of the target density (kT of the reduced energies).
 //! - `provenance`: any JSON the caller stores (training settings, iteration, data); not read.
 //!
@@ -55,31 +59,73 @@ use crate::openmm::System;
 pub const MOLECULE_FILE: &str = "molecule.json";
 /// The `format` field of `molecule.json`.
 pub const FORMAT: &str = "cgflow-molecule-model";
-/// The `version` field of `molecule.json` this build writes and reads.
-pub const VERSION: u64 = 1;
+/// The `version` field of `molecule.json` this build writes.
+pub const VERSION: u64 = 2;
+/// The versions of `molecule.json` this build reads.
+pub const READABLE_VERSIONS: [u64; 2] = [1, 2];
 
 /// How the CG coordinates of a model are defined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CgDefinition {
     /// Alanine dipeptide (22 atoms, the atom order of `data/alanine_dipeptide`) given its backbone
-    /// dihedrals phi = dihedral(4, 6, 8, 14) and psi = dihedral(6, 8, 14, 16).
+    /// dihedrals phi = dihedral(4, 6, 8, 14) and psi = dihedral(6, 8, 14, 16), with its
+    /// hand-written Z-matrix.
     AldpPhiPsi,
+    /// Any molecule given its CG dihedrals, with the masses and bonds its Z-matrix, circular
+    /// dimensions and chiral centres are built from.
+    Dihedrals {
+        /// The CG dihedrals, 0-based atom indices.
+        dihedrals: Vec<[usize; 4]>,
+        /// Atom masses (u).
+        masses: Vec<f64>,
+        /// The bond graph.
+        bonds: Vec<(usize, usize)>,
+    },
 }
 
-impl CgDefinition {
-    /// Every definition this build knows.
-    pub const ALL: [CgDefinition; 1] = [CgDefinition::AldpPhiPsi];
+/// The name of [`CgDefinition::AldpPhiPsi`] in `molecule.json`.
+pub const ALDP_PHI_PSI: &str = "aldp-phi-psi";
 
-    /// The name stored in `molecule.json`.
-    pub fn name(self) -> &'static str {
+impl CgDefinition {
+    /// A short description for messages.
+    pub fn name(&self) -> String {
         match self {
-            CgDefinition::AldpPhiPsi => "aldp-phi-psi",
+            CgDefinition::AldpPhiPsi => ALDP_PHI_PSI.to_string(),
+            CgDefinition::Dihedrals { dihedrals, .. } => format!("with CG dihedrals {dihedrals:?}"),
         }
     }
 
-    /// The definition stored under `name`, if this build knows it.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.name() == name)
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            CgDefinition::AldpPhiPsi => serde_json::json!(ALDP_PHI_PSI),
+            CgDefinition::Dihedrals { dihedrals, masses, bonds } => {
+                serde_json::json!({"dihedrals": dihedrals, "masses": masses, "bonds": bonds})
+            }
+        }
+    }
+
+    fn from_json(value: &serde_json::Value, version: u64) -> std::result::Result<Self, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Graph {
+            dihedrals: Vec<[usize; 4]>,
+            masses: Vec<f64>,
+            bonds: Vec<(usize, usize)>,
+        }
+        match value {
+            serde_json::Value::String(name) if name == ALDP_PHI_PSI => Ok(CgDefinition::AldpPhiPsi),
+            serde_json::Value::String(name) => Err(format!(
+                "unknown CG definition \"{name}\" (this build knows \"{ALDP_PHI_PSI}\" and, from version 2, dihedrals)"
+            )),
+            serde_json::Value::Object(_) if version >= 2 => {
+                let graph: Graph = serde_json::from_value(value.clone()).map_err(|e| format!("bad \"cg\": {e}"))?;
+                Ok(CgDefinition::Dihedrals { dihedrals: graph.dihedrals, masses: graph.masses, bonds: graph.bonds })
+            }
+            _ => Err(format!(
+                "\"cg\" must be \"{ALDP_PHI_PSI}\"{}",
+                if version >= 2 { " or an object" } else { " in version 1" }
+            )),
+        }
     }
 }
 
@@ -108,7 +154,7 @@ struct MoleculeFile {
     system_fingerprint: String,
     n_atoms: usize,
     reference_positions_nm: Vec<[f64; 3]>,
-    cg: String,
+    cg: serde_json::Value,
     temperature_k: f64,
     #[serde(default)]
     provenance: serde_json::Value,
@@ -124,6 +170,32 @@ impl MoleculeModelInfo {
             n_atoms: system.num_particles(),
             reference_positions_nm: reference_positions_nm.to_vec(),
             cg: CgDefinition::AldpPhiPsi,
+            temperature_k,
+            provenance: serde_json::Value::Null,
+        };
+        info.validate()?;
+        Ok(info)
+    }
+
+    /// Any molecule of `system` conditioned on `cg_dihedrals` (0-based atom indices), trained at
+    /// `temperature_k`, with internal coordinates from the System's bond graph normalised around
+    /// `reference_positions_nm` (3 values per atom, nm). Errors where the molecule cannot be built
+    /// (see [`crate::coords::molecule::Molecule::new`]).
+    pub fn for_system(
+        system: &System,
+        reference_positions_nm: &[f64],
+        cg_dihedrals: &[[usize; 4]],
+        temperature_k: f64,
+    ) -> Result<Self> {
+        let info = Self {
+            system_fingerprint: system_fingerprint(system)?,
+            n_atoms: system.num_particles(),
+            reference_positions_nm: reference_positions_nm.to_vec(),
+            cg: CgDefinition::Dihedrals {
+                dihedrals: cg_dihedrals.to_vec(),
+                masses: system.masses()?,
+                bonds: system.bonds()?,
+            },
             temperature_k,
             provenance: serde_json::Value::Null,
         };
@@ -163,22 +235,31 @@ impl MoleculeModelInfo {
                 self.system_fingerprint
             )));
         }
-        match self.cg {
-            CgDefinition::AldpPhiPsi if self.n_atoms != crate::coords::aldp::N_ATOMS => Err(Error::invalid(format!(
-                "CG definition {} is for alanine dipeptide ({} atoms), the model has {} atoms",
-                self.cg.name(),
-                crate::coords::aldp::N_ATOMS,
-                self.n_atoms
-            ))),
-            CgDefinition::AldpPhiPsi => self.molecule().map(|_| ()),
+        match &self.cg {
+            CgDefinition::AldpPhiPsi if self.n_atoms != crate::coords::aldp::N_ATOMS => {
+                return Err(Error::invalid(format!(
+                    "CG definition {} is for alanine dipeptide ({} atoms), the model has {} atoms",
+                    self.cg.name(),
+                    crate::coords::aldp::N_ATOMS,
+                    self.n_atoms
+                )))
+            }
+            CgDefinition::Dihedrals { masses, .. } if masses.len() != self.n_atoms => {
+                return Err(Error::invalid(format!("{} masses for {} atoms", masses.len(), self.n_atoms)))
+            }
+            _ => {}
         }
+        self.molecule().map(|_| ())
     }
 
-    /// The molecule in flow space: its internal coordinates around the reference structure and its
-    /// CG angles.
+    /// The molecule in flow space: its internal coordinates around the reference structure, its
+    /// CG angles and its chiral centres.
     pub fn molecule(&self) -> Result<ConditionalMolecule> {
-        match self.cg {
+        match &self.cg {
             CgDefinition::AldpPhiPsi => ConditionalMolecule::aldp(&self.reference_positions_nm),
+            CgDefinition::Dihedrals { dihedrals, masses, bonds } => ConditionalMolecule::from_molecule(
+                &crate::coords::molecule::Molecule::new(masses, bonds, &self.reference_positions_nm, dihedrals)?,
+            ),
         }
     }
 
@@ -222,7 +303,7 @@ impl MoleculeModelInfo {
             system_fingerprint: self.system_fingerprint.clone(),
             n_atoms: self.n_atoms,
             reference_positions_nm: self.reference_positions_nm.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect(),
-            cg: self.cg.name().to_string(),
+            cg: self.cg.to_json(),
             temperature_k: self.temperature_k,
             provenance: self.provenance.clone(),
         }
@@ -324,22 +405,19 @@ pub fn read_molecule_info(dir: &Path) -> Result<MoleculeModelInfo> {
             return Err(Error::parse(&path, format!("not a cgflow molecule model: no \"format\": \"{FORMAT}\" field")))
         }
     }
-    match value.get("version").and_then(|v| v.as_u64()) {
-        Some(VERSION) => {}
+    let version = match value.get("version").and_then(|v| v.as_u64()) {
+        Some(v) if READABLE_VERSIONS.contains(&v) => v,
         Some(other) => {
             return Err(Error::parse(
                 &path,
-                format!("unsupported molecule model version {other} (this build reads version {VERSION})"),
+                format!("unsupported molecule model version {other} (this build reads versions 1 and 2)"),
             ))
         }
         None => return Err(Error::parse(&path, "no integer \"version\" field")),
-    }
+    };
     let file: MoleculeFile =
         serde_json::from_value(value).map_err(|e| Error::parse(&path, format!("bad molecule description: {e}")))?;
-    let cg = CgDefinition::from_name(&file.cg).ok_or_else(|| {
-        let known: Vec<&str> = CgDefinition::ALL.iter().map(|d| d.name()).collect();
-        Error::parse(&path, format!("unknown CG definition \"{}\" (this build knows {})", file.cg, known.join(", ")))
-    })?;
+    let cg = CgDefinition::from_json(&file.cg, version).map_err(|m| Error::parse(&path, m))?;
     let info = MoleculeModelInfo {
         system_fingerprint: file.system_fingerprint,
         n_atoms: file.n_atoms,
@@ -365,7 +443,7 @@ pub fn read_molecule_info(dir: &Path) -> Result<MoleculeModelInfo> {
 /// Errors: a missing folder or `molecule.json`, malformed or inconsistent JSON, an unknown CG
 /// definition, any flow-checkpoint error (see [`load_flow`]), and a flow whose dims, context width
 /// or circular dims do not fit the molecule (58, 4 and the 10 circular fine dims for alanine
-/// dipeptide). A training state stored in the checkpoint is ignored.
+/// dipeptide's hand-written Z-matrix). A training state stored in the checkpoint is ignored.
 pub fn load_molecule_model(dir: &Path, device: &Device) -> Result<(Flow, MoleculeModelInfo)> {
     let info = read_molecule_info(dir)?;
     let (flow, _) = load_flow(dir, device)?;

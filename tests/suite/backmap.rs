@@ -209,7 +209,9 @@ fn backmap_input_errors_name_the_point() {
     let config = BackmapConfig { samples_per_point: 20, max_rounds: 3, ..Default::default() };
     let m = backmap(&flow, &target, &[-1.5, 2.5, 1.0, -1.0], &config, &mut rng).unwrap_err().to_string();
     assert!(
-        m.contains("CG point 1 at [1.0, -1.0] rad") && m.contains("after 3 rounds") && m.contains("D-alanine"),
+        m.contains("CG point 1 at [1.0, -1.0] rad")
+            && m.contains("after 3 rounds")
+            && m.contains("of the wrong chirality"),
         "{m}"
     );
     // A flow of another layout is refused.
@@ -252,7 +254,7 @@ fn molecule_model_round_trip_reproduces_log_prob_bit_for_bit() {
     // The fingerprint is the one the other commands record: the hash of the System file's text.
     let xml = std::fs::read_to_string(aldp_file("aldp_obc1.xml")).expect("xml");
     assert_eq!(info.system_fingerprint, cgflow::io::fingerprint(&xml));
-    assert_eq!((info.n_atoms, info.temperature_k, info.cg.name()), (22, 300.0, "aldp-phi-psi"));
+    assert_eq!((info.n_atoms, info.temperature_k, info.cg.name().as_str()), (22, 300.0, "aldp-phi-psi"));
 
     // log q of random fine coordinates at random (phi, psi): the same bits.
     let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -318,7 +320,13 @@ fn malformed_missing_and_mismatched_models_are_clear_errors() {
     let cases = [
         ("{", "malformed JSON"),
         (r#"{"format": "cgflow-flow", "version": 1}"#, "not a cgflow molecule model"),
-        (&molecule_json.replace("\"version\": 1", "\"version\": 7"), "unsupported molecule model version 7"),
+        (&molecule_json.replace("\"version\": 2", "\"version\": 7"), "unsupported molecule model version 7"),
+        (
+            &molecule_json
+                .replace("\"version\": 2", "\"version\": 1")
+                .replace("\"aldp-phi-psi\"", r#"{"dihedrals": [[4, 6, 8, 14]], "masses": [], "bonds": []}"#),
+            "in version 1",
+        ),
         (&molecule_json.replace("aldp-phi-psi", "aldp-chi1"), "unknown CG definition \"aldp-chi1\""),
         (&molecule_json.replace("\"n_atoms\": 22", "\"n_atoms\": 21"), "has 66 values, 21 atoms need 63"),
         (&molecule_json.replace("\"temperature_k\": 300.0", "\"temperature_k\": -1.0"), "temperature must be positive"),
@@ -402,7 +410,7 @@ fn cli_writes_structures_and_a_table_that_match_independent_openmm_energies() {
     };
     let (npy, pdb, dcd) = (dir.path().join("s.npy"), dir.path().join("s.pdb"), dir.path().join("s.dcd"));
     let stdout = run(&npy);
-    assert!(stdout.contains("40 structures for 4 CG points") && stdout.contains("D-alanine"), "{stdout}");
+    assert!(stdout.contains("40 structures for 4 CG points") && stdout.contains("of the wrong chirality"), "{stdout}");
     let table = std::fs::read(dir.path().join("s.csv")).expect("csv");
     run(&pdb);
     assert_eq!(std::fs::read(dir.path().join("s.csv")).expect("csv"), table, "same seed, same table");
@@ -544,4 +552,85 @@ fn cli_rejects_bad_cg_files_other_systems_other_architectures_and_missing_files(
     let m = fail(args);
     assert!(m.contains(".pdb, .dcd or .npy"), "{m}");
     assert!(!out.exists(), "no output after an error");
+}
+
+#[test]
+fn a_version_1_model_still_backmaps_and_any_molecule_saves_as_version_2() {
+    // The trained ALDP model, its molecule.json rewritten as version 1 wrote it: the same
+    // structures from the same seed.
+    let t = trained();
+    let dir = tempfile::tempdir().expect("tmp");
+    let v1 = dir.path().join("v1");
+    std::fs::create_dir_all(&v1).expect("mkdir");
+    for name in ["flow.json", "weights.safetensors", "system.xml"] {
+        std::fs::copy(t.dir.join(name), v1.join(name)).expect("copy");
+    }
+    let json = std::fs::read_to_string(t.dir.join("molecule.json")).expect("json");
+    assert!(json.contains("\"version\": 2") && json.contains("\"cg\": \"aldp-phi-psi\""), "{json}");
+    std::fs::write(v1.join("molecule.json"), json.replace("\"version\": 2", "\"version\": 1")).expect("write");
+    let cg = cg_points(t);
+    let config = BackmapConfig { samples_per_point: 5, ..Default::default() };
+    let run = |model: &Path| {
+        let (flow, info) = load_molecule_model(model, &Device::Cpu).expect("load");
+        let target = ConditionalMolecularTarget::new(info.molecule().expect("molecule"), Box::new(reference_energy()))
+            .expect("t");
+        backmap(&flow, &target, &cg, &config, &mut ChaCha8Rng::seed_from_u64(8)).expect("backmap")
+    };
+    let (old, new) = (run(&v1), run(&t.dir));
+    assert_eq!(old.positions_nm, new.positions_nm);
+    assert!(aldp::chirality(&old.positions_nm).expect("chirality").iter().all(|&c| c == Chirality::L));
+
+    // Ace-(Ala)2-Nme as data: its model (a small untrained flow) saves as version 2 with its CG
+    // dihedrals and bond graph, loads back to the same molecule, and backmaps to structures with
+    // both alanines L and the requested angles.
+    use cgflow::coords::cg_definition::resolve;
+    use cgflow::coords::geometry::dihedral;
+    let data = crate::util::root().join("data/ace_ala2_nme");
+    let peptide = System::from_xml_file(&data.join("system_obc1.xml")).expect("system");
+    let pdb = cgflow::io::pdb::read_pdb(&data.join("min_energy.pdb")).expect("pdb").remove(0);
+    let x0 = pdb.positions_nm();
+    let dihedrals = resolve("backbone", &pdb.atom_labels()).expect("cg");
+    let info = MoleculeModelInfo::for_system(&peptide, &x0, &dihedrals, 300.0).expect("info");
+    let molecule = info.molecule().expect("molecule");
+    let spec = FlowSpec {
+        dims: molecule.fine_dims(),
+        circular: molecule.fine_circular_indices(),
+        context: molecule.context_width(),
+        layers: 2,
+        hidden: 16,
+        ..small_spec(3)
+    };
+    let flow = Flow::new(&spec, &Device::Cpu).expect("flow");
+    let model = dir.path().join("ace_ala2_nme");
+    save_molecule_model(&model, &flow, &info).expect("save");
+    save_model_system(&model, &peptide).expect("system");
+    let json = std::fs::read_to_string(model.join("molecule.json")).expect("json");
+    assert!(json.contains("\"version\": 2") && json.contains("\"dihedrals\"") && json.contains("\"bonds\""));
+    let (loaded, loaded_info) = load_molecule_model(&model, &Device::Cpu).expect("load");
+    assert_eq!(loaded_info, info);
+    assert_eq!(loaded_info.molecule().expect("molecule"), molecule);
+    let config = OpenMmEnergyConfig { workers: Some(1), ..Default::default() };
+    let energy = OpenMmEnergy::new(&peptide, &Platform::new("Reference").expect("p"), &config).expect("energy");
+    let target = ConditionalMolecularTarget::new(molecule, Box::new(energy)).expect("target");
+    let requested = [-1.4, 2.6, -1.2, 2.4, -1.3, -0.7, -2.5, 2.9];
+    let config = BackmapConfig { samples_per_point: 4, max_rounds: 200, ..Default::default() };
+    let r = backmap(&loaded, &target, &requested, &config, &mut ChaCha8Rng::seed_from_u64(2)).expect("backmap");
+    // Chirality by hand: ((C - N) x (CB - N)) . (HA - N) of each alanine, with the reference's sign.
+    let volume = |x: &[f64], [n, c, cb, ha]: [usize; 4]| {
+        let p = |i: usize| nalgebra::Vector3::new(x[3 * i], x[3 * i + 1], x[3 * i + 2]);
+        (p(c) - p(n)).cross(&(p(cb) - p(n))).dot(&(p(ha) - p(n)))
+    };
+    let alanines = [[6, 14, 10, 9], [16, 24, 20, 19]];
+    for (i, x) in r.positions_nm.chunks_exact(96).enumerate() {
+        let j = r.cg_index[i];
+        for ala in alanines {
+            assert!(volume(x, ala) * volume(&x0, ala) > 0.0, "structure {i}: alanine {ala:?} is D");
+        }
+        let atom = |a: usize| nalgebra::Point3::new(x[3 * a], x[3 * a + 1], x[3 * a + 2]);
+        for (k, d) in dihedrals.iter().enumerate() {
+            let diff = wrap_angle(dihedral(&atom(d[0]), &atom(d[1]), &atom(d[2]), &atom(d[3])) - requested[4 * j + k]);
+            assert!(diff.abs() < 1e-8, "structure {i}, CG angle {k}: {diff:e}");
+        }
+    }
+    assert_eq!(r.cg_index.len(), 8);
 }

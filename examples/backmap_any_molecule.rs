@@ -134,7 +134,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         info.molecule()?,
         Box::new(OpenMmEnergy::new(&system, &Platform::new("CPU")?, &energy_config)?),
     )?;
-    let points: Vec<f64> = (0..POINTS).flat_map(|k| cg[(k * n / POINTS) * c..(k * n / POINTS + 1) * c].to_vec()).collect();
+    let points: Vec<f64> =
+        (0..POINTS).flat_map(|k| cg[(k * n / POINTS) * c..(k * n / POINTS + 1) * c].to_vec()).collect();
     let config = BackmapConfig {
         samples_per_point: PER_POINT,
         max_energy_kt: Some(bound_kt),

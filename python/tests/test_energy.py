@@ -116,8 +116,11 @@ def test_bad_input_raises_the_named_exceptions(tmp_path, aldp_min_nm):
         cgflow.Energy(tmp_path / "missing.xml")
     with pytest.raises(ValueError, match="not a valid OpenMM System"):
         cgflow.Energy("<System this is not a system")
-    with pytest.raises((ValueError, RuntimeError), match="NoSuchPlatform"):
+    with pytest.raises(ValueError, match="unknown OpenMM platform 'NoSuchPlatform'; available: .*CPU"):
         cgflow.Energy(ALDP / "aldp_obc1.xml", platform="NoSuchPlatform")
+    # An engine failure: OpenMM refuses the property when the Context is made; its message comes along.
+    with pytest.raises(RuntimeError, match="OpenMM.*Illegal property name: Bogus"):
+        cgflow.Energy(ALDP / "aldp_obc1.xml", platform="CPU", properties={"Bogus": "1"})
     with pytest.raises(ValueError, match="temperature"):
         cgflow.Energy(ALDP / "aldp_obc1.xml", temperature_k=-1.0)
     with pytest.raises(ValueError, match="workers"):

@@ -96,7 +96,8 @@ int32_t guarded(cgf_error* error, F&& body) {
         body();
         return CGF_OK;
     } catch (const OpenMM::OpenMMException& e) {
-        set_message(error, std::string("OpenMM: ") + e.what());
+        // Bare: the Rust side's error type says "OpenMM: " already.
+        set_message(error, e.what());
     } catch (const std::bad_alloc&) {
         set_message(error, "out of memory");
     } catch (const std::exception& e) {

@@ -1,7 +1,7 @@
 //! Backmapping any molecule from its data alone: a System, a PDB and a CG definition. Runs short
 //! MD, trains a small conditional flow by example on its frames, saves it as a molecule model
 //! (`molecule.json` version 2, with the System), and backmaps CG points taken from the MD data with
-//! an energy bound; then checks the structures independently (CG angles measured on them, every
+//! an energy bound; then checks the structures (CG angles measured on them, every
 //! chiral centre's handedness against the reference, energies from a fresh OpenMM evaluation) and
 //! writes a summary. No molecule-specific code: the molecule is the arguments.
 //!
@@ -55,7 +55,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(out);
     std::fs::create_dir_all(&out)?;
     let system = System::from_xml_file(system_path.as_ref())?;
-    let pdb = cgflow::io::pdb::read_pdb(structure_path.as_ref())?.remove(0);
+    let pdb = cgflow::io::pdb::read_pdb(structure_path.as_ref())?
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{structure_path} holds no structure"))?;
     let x0 = pdb.positions_nm();
     let n_atoms = system.num_particles();
     let dihedrals = resolve(cg_definition, &pdb.atom_labels())?;
@@ -124,7 +127,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     save_model_system(&model, &system)?;
 
     // Backmapping through the saved model, with an energy bound: the minimum structure's u plus
-    // 3 kT per fine degree of freedom (far above thermal structures, far below clashes).
+    // 1.5 kT per fine degree of freedom (three times the thermal kT/2 each: far above thermal
+    // structures, far below clashes).
     let (flow, info) = load_molecule_model(&model, &Device::Cpu)?;
     let energy_config = OpenMmEnergyConfig { temperature_k: 300.0, ..Default::default() };
     let mut direct = OpenMmEnergy::new(&system, &Platform::new("Reference")?, &energy_config)?;

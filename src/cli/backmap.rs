@@ -158,16 +158,17 @@ pub fn run(args: BackmapArgs) -> Result<()> {
         }
     }
     let table = args.out.with_extension("csv");
-    std::fs::write(&table, csv(&result, &cg, cg_dims)).with_context(|| format!("writing {}", table.display()))?;
+    std::fs::write(&table, csv(&result, &cg, cg_dims, info.cg == crate::io::molecule_model::CgDefinition::AldpPhiPsi))
+        .with_context(|| format!("writing {}", table.display()))?;
     print_summary(&args, &table, &result, crate::units::kt_kj_per_mol(info.temperature_k));
     Ok(())
 }
 
-/// The per-structure table; numbers in Rust's shortest exact form. Two CG angles are named phi
-/// and psi (alanine dipeptide's); more are cg1, cg2, ...
-fn csv(result: &Backmapped, cg: &[f64], cg_dims: usize) -> String {
+/// The per-structure table; numbers in Rust's shortest exact form. Alanine dipeptide's CG angles
+/// (`aldp_phi_psi`) are named phi and psi; any other model's cg1, cg2, ...
+fn csv(result: &Backmapped, cg: &[f64], cg_dims: usize, aldp_phi_psi: bool) -> String {
     let names: Vec<String> =
-        if cg_dims == 2 { vec!["phi".into(), "psi".into()] } else { (1..=cg_dims).map(|k| format!("cg{k}")).collect() };
+        if aldp_phi_psi { vec!["phi".into(), "psi".into()] } else { (1..=cg_dims).map(|k| format!("cg{k}")).collect() };
     let mut text = String::from("structure,cg_index,");
     for name in &names {
         let _ = write!(text, "{name}_requested_rad,");

@@ -22,13 +22,12 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
-use crate::coords::geometry::dihedral;
+use crate::coords::geometry::dihedrals_of;
 use crate::io::checkpoint::{bytes_f64, f64_bytes, write_checkpoint, Checkpoint};
 use crate::io::cv_histograms::{self, HistogramSettings};
 use crate::io::dcd::DcdWriter;
 use crate::md::{WalkerConfig, Walkers};
 use crate::openmm::{Platform, System};
-use nalgebra::Point3;
 
 /// Arguments of `cgflow md`.
 #[derive(Debug, Args)]
@@ -339,13 +338,10 @@ pub fn run(args: MdArgs) -> Result<()> {
         since_checkpoint += chunk;
         if walkers.steps_done() % args.record_every == 0 {
             let x = walkers.positions()?;
+            let angles = dihedrals_of(&x, n_atoms, &cvs)?;
             let mut record = Vec::with_capacity(args.walkers * cvs.len() * 4);
             for w in 0..args.walkers {
-                let p =
-                    |a: usize| Point3::new(x[w * stride + 3 * a], x[w * stride + 3 * a + 1], x[w * stride + 3 * a + 2]);
-                for (value, atoms) in values.iter_mut().zip(&cvs) {
-                    *value = dihedral(&p(atoms[0]), &p(atoms[1]), &p(atoms[2]), &p(atoms[3]));
-                }
+                values.copy_from_slice(&angles[w * cvs.len()..(w + 1) * cvs.len()]);
                 match &mut histogram {
                     Some(h) => h.settings.add_frame(&mut h.counts, &values)?,
                     None => values.iter().for_each(|&v| record.extend_from_slice(&(v as f32).to_le_bytes())),

@@ -13,12 +13,11 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
 use crate::coords::cg_definition::resolve;
-use crate::coords::geometry::dihedral;
+use crate::coords::geometry::dihedrals_of;
 use crate::io::checkpoint::{write_checkpoint, Checkpoint};
 use crate::md::umbrella::UmbrellaPlan;
 use crate::md::{WalkerConfig, Walkers};
 use crate::openmm::{Platform, System};
-use nalgebra::Point3;
 
 /// Arguments of `cgflow umbrella`.
 #[derive(Debug, Args)]
@@ -291,14 +290,10 @@ fn simulate(
         since_checkpoint += chunk;
         let done = walkers.steps_done();
         if done > args.equilibrate && (done - args.equilibrate) % args.record_every == 0 {
-            let positions = walkers.positions()?;
+            let angles = dihedrals_of(&walkers.positions()?, system.num_particles(), &plan.cv_dihedrals)?;
             let mut record = Vec::with_capacity(record_bytes as usize);
-            for walker in positions.chunks_exact(3 * system.num_particles()) {
-                let atom = |i: usize| Point3::new(walker[3 * i], walker[3 * i + 1], walker[3 * i + 2]);
-                for [a, b, c, d] in plan.cv_dihedrals {
-                    let angle = dihedral(&atom(a), &atom(b), &atom(c), &atom(d));
-                    record.extend_from_slice(&(angle as f32).to_le_bytes());
-                }
+            for angle in angles {
+                record.extend_from_slice(&(angle as f32).to_le_bytes());
             }
             samples_file.write_all(&record).with_context(|| format!("writing {}", samples_path.display()))?;
             records += 1;

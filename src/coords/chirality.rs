@@ -90,13 +90,21 @@ pub fn chiral_centres(masses: &[f64], bonds: &[(usize, usize)], reference_nm: &[
 }
 
 /// Whether each structure of the flat batch `x` (3 N values each) has the reference's
-/// handedness at every centre. Errors on a batch that is not a whole number of structures.
+/// handedness at every centre. Errors on a batch that is not a whole number of structures and on
+/// a non-finite coordinate (whose handedness is undefined).
 pub fn keeps_chirality(centres: &[ChiralCentre], n_atoms: usize, x: &[f64]) -> Result<Vec<bool>> {
     if n_atoms == 0 || x.len() % (3 * n_atoms) != 0 {
         return Err(Error::invalid(format!("{} values are not whole structures of {n_atoms} atoms", x.len())));
     }
     if let Some(c) = centres.iter().find(|c| c.atom >= n_atoms || c.substituents.iter().any(|&s| s >= n_atoms)) {
         return Err(Error::invalid(format!("chiral centre {} names an atom beyond {n_atoms}", c.atom)));
+    }
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!(
+            "non-finite coordinate at configuration {}, atom {}",
+            i / (3 * n_atoms),
+            (i / 3) % n_atoms
+        )));
     }
     Ok(x.chunks_exact(3 * n_atoms)
         .map(|structure| centres.iter().all(|c| signed_volume(structure, &c.substituents) * c.reference_sign > 0.0))

@@ -78,6 +78,43 @@ pub fn dihedral(p0: &Point3<f64>, p1: &Point3<f64>, p2: &Point3<f64>, p3: &Point
     (b2.norm() * b1.dot(&n2)).atan2(n1.dot(&n2))
 }
 
+/// The dihedral angles `dihedrals` (0-based atom quadruples) of every structure of the flat batch
+/// `x` (`n_atoms` atoms of xyz each, nm), structure-major, radians in (-pi, pi]. Errors on a batch
+/// that is not a whole number of structures, a dihedral naming an atom the structures lack, and a
+/// non-finite coordinate (naming the structure and the atom): an exploded walker is an error, not
+/// a NaN sample.
+///
+/// ```
+/// use cgflow::coords::geometry::dihedrals_of;
+/// let x = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0];
+/// let angles = dihedrals_of(&x, 4, &[[0, 1, 2, 3]]).unwrap();
+/// assert!((angles[0].abs() - std::f64::consts::FRAC_PI_2).abs() < 1e-12);
+/// assert!(dihedrals_of(&[f64::NAN; 12], 4, &[[0, 1, 2, 3]]).is_err());
+/// ```
+pub fn dihedrals_of(x: &[f64], n_atoms: usize, dihedrals: &[[usize; 4]]) -> crate::Result<Vec<f64>> {
+    use crate::Error;
+    if n_atoms == 0 || x.len() % (3 * n_atoms) != 0 {
+        return Err(Error::invalid(format!("{} values are not whole structures of {n_atoms} atoms", x.len())));
+    }
+    if let Some(d) = dihedrals.iter().find(|d| d.iter().any(|&a| a >= n_atoms)) {
+        return Err(Error::invalid(format!("dihedral {d:?} names an atom beyond the structures' {n_atoms}")));
+    }
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(Error::invalid(format!(
+            "structure {}, atom {}: non-finite coordinate {}",
+            i / (3 * n_atoms),
+            (i / 3) % n_atoms,
+            x[i]
+        )));
+    }
+    let mut angles = Vec::with_capacity(x.len() / (3 * n_atoms) * dihedrals.len());
+    for structure in x.chunks_exact(3 * n_atoms) {
+        let p = |a: usize| Point3::new(structure[3 * a], structure[3 * a + 1], structure[3 * a + 2]);
+        angles.extend(dihedrals.iter().map(|d| dihedral(&p(d[0]), &p(d[1]), &p(d[2]), &p(d[3]))));
+    }
+    Ok(angles)
+}
+
 /// Wraps an angle into [-pi, pi).
 ///
 /// ```

@@ -385,3 +385,47 @@ impl TargetEnergy for ConditionalMolecularTarget {
         self.energy.lock().unwrap_or_else(|e| e.into_inner()).evaluation_count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The penalty as it was written for alanine dipeptide before chiral centres became data
+    /// (atoms 6, 14, 10, 9; the rounded reference volume), kept verbatim to pin the new one to it.
+    fn aldp_penalty_as_it_was(x: &[f64], grad: &mut [f64]) -> f64 {
+        use nalgebra::Vector3;
+        let atom = |i: usize| Vector3::new(x[3 * i], x[3 * i + 1], x[3 * i + 2]);
+        let (n, c, cb, ha) = (atom(6), atom(14), atom(10), atom(9));
+        let (a, b, h) = (c - n, cb - n, ha - n);
+        let t = a.cross(&b).dot(&h);
+        let scale = 50.0 / 8.4e-3;
+        let (da, db, dh) = (b.cross(&h) * scale, h.cross(&a) * scale, a.cross(&b) * scale);
+        grad.iter_mut().for_each(|g| *g = 0.0);
+        for (atom, g) in [(14, da), (10, db), (9, dh), (6, -(da + db + dh))] {
+            for k in 0..3 {
+                grad[3 * atom + k] += g[k];
+            }
+        }
+        100.0 + scale * t
+    }
+
+    #[test]
+    fn the_alanine_dipeptide_penalty_is_the_old_one_bit_for_bit() {
+        let centres = [aldp::ca_chiral_centre()];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut checked = 0;
+        while checked < 200 {
+            let x: Vec<f64> = (0..66).map(|_| rng.gen_range(-0.3..0.3)).collect();
+            // Only D structures get the penalty (positive volume of N, C, CB, HA).
+            if signed_volume(&x, &centres[0].substituents) <= 0.0 {
+                continue;
+            }
+            let (mut old, mut new) = (vec![1.0; 66], vec![2.0; 66]);
+            let (p_old, p_new) = (aldp_penalty_as_it_was(&x, &mut old), chirality_penalty(&x, &mut new, &centres));
+            assert_eq!(p_old.to_bits(), p_new.to_bits());
+            assert!(old.iter().zip(&new).all(|(a, b)| a.to_bits() == b.to_bits()));
+            checked += 1;
+        }
+    }
+}

@@ -263,7 +263,9 @@ impl MoleculeModelInfo {
         }
     }
 
-    /// Checks that `system` is the one the model was trained on (same fingerprint).
+    /// Checks that `system` is the one the model was trained on (same fingerprint; and for a
+    /// molecule given by its bond graph, the same masses and bonds as `molecule.json` stores, so
+    /// that an edited graph cannot build another Z-matrix unnoticed).
     pub fn check_system(&self, system: &System) -> Result<()> {
         let found = system_fingerprint(system)?;
         if found != self.system_fingerprint {
@@ -271,6 +273,13 @@ impl MoleculeModelInfo {
                 "the model was trained on another system: fingerprint {}, the given system has {found}",
                 self.system_fingerprint
             )));
+        }
+        if let CgDefinition::Dihedrals { masses, bonds, .. } = &self.cg {
+            if system.masses()? != *masses || system.bonds()? != *bonds {
+                return Err(Error::invalid(
+                    "the masses or bonds stored in molecule.json differ from the System's (an edited file?)",
+                ));
+            }
         }
         Ok(())
     }

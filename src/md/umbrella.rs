@@ -45,9 +45,17 @@ impl UmbrellaPlan {
         if !(self.trans_wall_k_kj_per_mol_rad2.is_finite() && self.trans_wall_k_kj_per_mol_rad2 >= 0.0) {
             return Err(Error::invalid("trans-wall force constant must be finite and >= 0"));
         }
+        let same = |a: &[usize; 4], b: &[usize; 4]| a == b || *a == [b[3], b[2], b[1], b[0]];
         let [a, b] = self.cv_dihedrals;
-        if a == b || a == [b[3], b[2], b[1], b[0]] {
+        if same(&a, &b) {
             return Err(Error::invalid(format!("the two umbrella CVs are the same dihedral {a:?}")));
+        }
+        if self.trans_wall_k_kj_per_mol_rad2 > 0.0 {
+            if let Some(w) = self.trans_wall_dihedrals.iter().find(|w| same(w, &a) || same(w, &b)) {
+                return Err(Error::invalid(format!(
+                    "dihedral {w:?} is both an umbrella CV and held by a trans wall: leave it out of the walls"
+                )));
+            }
         }
         Ok(())
     }
@@ -110,7 +118,9 @@ mod tests {
         let none = UmbrellaPlan { trans_wall_k_kj_per_mol_rad2: 0.0, ..plan.clone() };
         assert_eq!(none.restraints(6).len(), 2);
         plan.validate().expect("valid");
-        let same = UmbrellaPlan { cv_dihedrals: [phi, [14, 8, 6, 4]], ..plan };
+        let same = UmbrellaPlan { cv_dihedrals: [phi, [14, 8, 6, 4]], ..plan.clone() };
         assert!(same.validate().unwrap_err().to_string().contains("same dihedral"));
+        let walled = UmbrellaPlan { cv_dihedrals: [[8, 6, 4, 1], psi], ..plan };
+        assert!(walled.validate().unwrap_err().to_string().contains("both an umbrella CV and held by a trans wall"));
     }
 }

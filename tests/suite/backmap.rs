@@ -329,6 +329,18 @@ fn malformed_missing_and_mismatched_models_are_clear_errors() {
         ),
         (&molecule_json.replace("aldp-phi-psi", "aldp-chi1"), "unknown CG definition \"aldp-chi1\""),
         (&molecule_json.replace("\"n_atoms\": 22", "\"n_atoms\": 21"), "has 66 values, 21 atoms need 63"),
+        (
+            &molecule_json
+                .replace("\"aldp-phi-psi\"", r#"{"dihedrals": [[4, 6, 8, 14]], "masses": [1.0], "bonds": []}"#),
+            "1 masses for 22 atoms",
+        ),
+        (
+            &molecule_json.replace(
+                "\"aldp-phi-psi\"",
+                &format!(r#"{{"dihedrals": [[4, 6, 8, 14]], "masses": {:?}, "bonds": [[0, 40]]}}"#, vec![12.0; 22]),
+            ),
+            "(0, 40)",
+        ),
         (&molecule_json.replace("\"temperature_k\": 300.0", "\"temperature_k\": -1.0"), "temperature must be positive"),
         (&molecule_json.replace("\"provenance\"", "\"provenance_typo\""), "unknown field `provenance_typo`"),
     ];

@@ -11,6 +11,7 @@
 //!   the speedup at equal KLD (with bounds, never extrapolated).
 //! - [`quadrature`]: adaptive Gauss-Kronrod integration and the exact Müller-Brown and double-well
 //!   free energies.
+//! - [`marginal`]: 2D marginals of a free energy over a d-torus of CG angles, by a product grid.
 //! - [`ramachandran`]: the basins (beta/PII, alpha_R, phi > 0) of a residue's (phi, psi).
 //! - [`batch_means`]: the mean of a correlated series from block means of unequal sizes, with
 //!   its standard error.
@@ -24,6 +25,7 @@ pub mod batch_means;
 pub mod cost_curve;
 pub mod divergence;
 pub mod histogram;
+pub mod marginal;
 pub mod quadrature;
 pub mod ramachandran;
 pub mod weights;

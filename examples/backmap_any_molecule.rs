@@ -26,7 +26,7 @@ use cgflow::energy::{Batch, EnergyModel, OpenMmEnergy, OpenMmEnergyConfig};
 use cgflow::flow::molecular::ConditionalMolecularTarget;
 use cgflow::flow::optim::{Adam, AdamConfig};
 use cgflow::flow::train::ml_loss;
-use cgflow::flow::{CouplingKind, Flow, FlowSpec, Precision};
+use cgflow::flow::{Flow, FlowSpec, Precision};
 use cgflow::io::molecule_model::{load_molecule_model, save_model_system, save_molecule_model, MoleculeModelInfo};
 use cgflow::md::{WalkerConfig, Walkers};
 use cgflow::openmm::{Platform, System};
@@ -86,18 +86,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("MD: {n} frames ({} evaluations)", walkers.evaluations());
 
     // Training by example.
-    let spec = FlowSpec {
-        dims: f,
-        circular: molecule.fine_circular_indices(),
-        context: molecule.context_width(),
-        layers: 6,
-        hidden: 96,
-        coupling: CouplingKind::Spline { bins: 8, tail_bound: 5.0 },
-        blocks: 1,
-        shift_every: 2,
-        seed: 7,
-        precision: Precision::Mixed,
-    };
+    // The reference architecture for this molecule, smaller.
+    let spec = FlowSpec { layers: 6, hidden: 96, ..FlowSpec::conditional_for(&molecule, Precision::Mixed, 7) };
     let flow = Flow::new(&spec, &Device::Cpu)?;
     let mut adam = Adam::new(flow.params(), AdamConfig::default());
     let mut rng = ChaCha8Rng::seed_from_u64(3);

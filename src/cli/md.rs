@@ -185,11 +185,8 @@ pub fn run(args: MdArgs) -> Result<()> {
                 args.cg
             ),
         };
-        let model = crate::io::pdb::read_pdb(&topology)?.into_iter().next().unwrap_or_default();
-        if model.atoms.len() != n_atoms {
-            bail!("{} has {} atoms but the System has {n_atoms}", topology.display(), model.atoms.len());
-        }
-        crate::coords::cg_definition::resolve(&args.cg, &model.atom_labels())
+        let labels = crate::cli::topology_labels(&topology, n_atoms)?;
+        crate::coords::cg_definition::resolve(&args.cg, &labels)
             .with_context(|| format!("--cg '{}' on {}", args.cg, topology.display()))?
     } else {
         args.dihedrals.iter().map(|d| parse_dihedral(d, n_atoms)).collect::<Result<_>>()?
@@ -331,7 +328,6 @@ pub fn run(args: MdArgs) -> Result<()> {
     let first_step = walkers.steps_done();
     let stride = 3 * n_atoms;
     let mut since_checkpoint = 0;
-    let mut values = vec![0.0; cvs.len()];
     while walkers.steps_done() < args.steps {
         let chunk = args.record_every.min(args.steps - walkers.steps_done());
         walkers.step(chunk)?;
@@ -340,10 +336,9 @@ pub fn run(args: MdArgs) -> Result<()> {
             let x = walkers.positions()?;
             let angles = dihedrals_of(&x, n_atoms, &cvs)?;
             let mut record = Vec::with_capacity(args.walkers * cvs.len() * 4);
-            for w in 0..args.walkers {
-                values.copy_from_slice(&angles[w * cvs.len()..(w + 1) * cvs.len()]);
+            for values in angles.chunks_exact(cvs.len()) {
                 match &mut histogram {
-                    Some(h) => h.settings.add_frame(&mut h.counts, &values)?,
+                    Some(h) => h.settings.add_frame(&mut h.counts, values)?,
                     None => values.iter().for_each(|&v| record.extend_from_slice(&(v as f32).to_le_bytes())),
                 }
             }

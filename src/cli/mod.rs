@@ -142,6 +142,19 @@ pub(crate) fn walker_state(
     })
 }
 
+/// The atom names and residue numbers of the PDB `path` (its first model), which CG definitions
+/// are resolved against; an error unless it has the System's `n_atoms` atoms.
+pub(crate) fn topology_labels(
+    path: &std::path::Path,
+    n_atoms: usize,
+) -> anyhow::Result<Vec<crate::coords::cg_definition::AtomLabel>> {
+    let model = crate::io::pdb::read_pdb(path)?.into_iter().next().unwrap_or_default();
+    if model.atoms.len() != n_atoms {
+        anyhow::bail!("{} has {} atoms, the System {n_atoms}", path.display(), model.atoms.len());
+    }
+    Ok(model.atom_labels())
+}
+
 /// Thread settings for flow training, applied before any thread pool starts (explicit settings
 /// in the environment win): one candle thread (candle's parallel elementwise ops spin-wait on a
 /// pool of their own that fights gemm's threads on a small machine), and `RAYON_NUM_THREADS` set

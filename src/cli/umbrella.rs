@@ -171,17 +171,7 @@ pub fn run(args: UmbrellaArgs) -> Result<()> {
     let system_xml =
         std::fs::read_to_string(&args.system).with_context(|| format!("reading {}", args.system.display()))?;
     let system = System::from_xml(&system_xml).with_context(|| format!("{}", args.system.display()))?;
-    let topology = crate::io::pdb::read_pdb(&args.topology)?.into_iter().next().unwrap_or_default();
-    if topology.atoms.len() != system.num_particles() {
-        bail!(
-            "--topology {} has {} atoms, the System {} {}",
-            args.topology.display(),
-            topology.atoms.len(),
-            args.system.display(),
-            system.num_particles()
-        );
-    }
-    let labels = topology.atom_labels();
+    let labels = crate::cli::topology_labels(&args.topology, system.num_particles()).context("--topology")?;
     let cvs = resolve(&args.cg, &labels).with_context(|| format!("--cg '{}'", args.cg))?;
     let cv_dihedrals: [[usize; 4]; 2] = cvs.as_slice().try_into().map_err(|_| {
         anyhow::anyhow!(

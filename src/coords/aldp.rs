@@ -6,10 +6,8 @@
 //! 6 N, 7 H, 8 CA, 9 HA, 10 CB, 11 HB1, 12 HB2, 13 HB3, 14 C, 15 O (ALA);
 //! 16 N, 17 H, 18 CH3, 19 HH31, 20 HH32, 21 HH33 (NME).
 
-use nalgebra::Point3;
-
-use super::chirality::ChiralCentre;
-use super::geometry::dihedral;
+use super::chirality::{signed_volume, ChiralCentre};
+use super::geometry::dihedrals_of;
 use super::normalize::Scales;
 use super::transform::InternalCoordinates;
 use super::zmatrix::{ZMatrix, ZRow};
@@ -88,10 +86,6 @@ pub fn internal_coordinates(x_ref: &[f64]) -> Result<InternalCoordinates> {
     InternalCoordinates::around_structure(zmatrix(), x_ref, Scales::default(), &circular_indices())
 }
 
-fn atom(x: &[f64], i: usize) -> Point3<f64> {
-    Point3::new(x[3 * i], x[3 * i + 1], x[3 * i + 2])
-}
-
 fn configurations(x: &[f64]) -> Result<usize> {
     if x.len() % (3 * N_ATOMS) != 0 {
         return Err(Error::invalid(format!(
@@ -99,27 +93,13 @@ fn configurations(x: &[f64]) -> Result<usize> {
             x.len()
         )));
     }
-    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        return Err(Error::invalid(format!(
-            "non-finite coordinate at configuration {}, atom {}",
-            i / 66,
-            (i / 3) % 22
-        )));
-    }
     Ok(x.len() / (3 * N_ATOMS))
 }
 
 /// (phi, psi) in radians, (-pi, pi], of every configuration of a batch (nm, 66 values each).
 pub fn phi_psi(x: &[f64]) -> Result<Vec<[f64; 2]>> {
-    let n = configurations(x)?;
-    Ok((0..n)
-        .map(|c| {
-            let xc = &x[c * 66..(c + 1) * 66];
-            let [a, b, cc, d] = PHI_ATOMS.map(|i| atom(xc, i));
-            let [e, f, g, h] = PSI_ATOMS.map(|i| atom(xc, i));
-            [dihedral(&a, &b, &cc, &d), dihedral(&e, &f, &g, &h)]
-        })
-        .collect())
+    configurations(x)?;
+    Ok(dihedrals_of(x, N_ATOMS, &[PHI_ATOMS, PSI_ATOMS])?.chunks_exact(2).map(|a| [a[0], a[1]]).collect())
 }
 
 /// Handedness at CA.
@@ -135,16 +115,9 @@ pub enum Chirality {
 /// for L (as in the minimum-energy structure of L-alanine).
 pub fn chirality(x: &[f64]) -> Result<Vec<Chirality>> {
     let n = configurations(x)?;
-    Ok((0..n)
-        .map(|c| {
-            let xc = &x[c * 66..(c + 1) * 66];
-            let (n_, c_, cb, ha) = (atom(xc, 6), atom(xc, 14), atom(xc, 10), atom(xc, 9));
-            let triple = (c_ - n_).cross(&(cb - n_)).dot(&(ha - n_));
-            if triple < 0.0 {
-                Chirality::L
-            } else {
-                Chirality::D
-            }
-        })
+    crate::openmm::check_coordinates(x, N_ATOMS, n, "ALDP configurations")?;
+    let substituents = ca_chiral_centre().substituents;
+    Ok(x.chunks_exact(3 * N_ATOMS)
+        .map(|xc| if signed_volume(xc, &substituents) < 0.0 { Chirality::L } else { Chirality::D })
         .collect())
 }

@@ -99,13 +99,7 @@ pub fn keeps_chirality(centres: &[ChiralCentre], n_atoms: usize, x: &[f64]) -> R
     if let Some(c) = centres.iter().find(|c| c.atom >= n_atoms || c.substituents.iter().any(|&s| s >= n_atoms)) {
         return Err(Error::invalid(format!("chiral centre {} names an atom beyond {n_atoms}", c.atom)));
     }
-    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        return Err(Error::invalid(format!(
-            "non-finite coordinate at configuration {}, atom {}",
-            i / (3 * n_atoms),
-            (i / 3) % n_atoms
-        )));
-    }
+    crate::openmm::check_coordinates(x, n_atoms, x.len() / (3 * n_atoms), "positions")?;
     Ok(x.chunks_exact(3 * n_atoms)
         .map(|structure| centres.iter().all(|c| signed_volume(structure, &c.substituents) * c.reference_sign > 0.0))
         .collect())

@@ -99,14 +99,7 @@ pub fn dihedrals_of(x: &[f64], n_atoms: usize, dihedrals: &[[usize; 4]]) -> crat
     if let Some(d) = dihedrals.iter().find(|d| d.iter().any(|&a| a >= n_atoms)) {
         return Err(Error::invalid(format!("dihedral {d:?} names an atom beyond the structures' {n_atoms}")));
     }
-    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        return Err(Error::invalid(format!(
-            "structure {}, atom {}: non-finite coordinate {}",
-            i / (3 * n_atoms),
-            (i / 3) % n_atoms,
-            x[i]
-        )));
-    }
+    crate::openmm::check_coordinates(x, n_atoms, x.len() / (3 * n_atoms), "positions")?;
     let mut angles = Vec::with_capacity(x.len() / (3 * n_atoms) * dihedrals.len());
     for structure in x.chunks_exact(3 * n_atoms) {
         let p = |a: usize| Point3::new(structure[3 * a], structure[3 * a + 1], structure[3 * a + 2]);

@@ -71,16 +71,24 @@ pub struct ReferenceArgs {
     export_stride: usize,
 }
 
-/// The states of one run folder: one per walker (window), with its restraint in kT; the energy
-/// evaluations it cost; and the frames of every walker left out (`skip_steps`, none for umbrella
-/// windows).
+/// Sub-grid points per bin and dimension with which a histogram run's counts enter MBAR
+/// ([`BiasedSamples::binned`]).
+const BIN_SUBDIVISIONS: usize = 3;
+
+/// The states of one run folder: one per walker (window), with its restraint in kT, or one binned
+/// unbiased state for an MD run that kept histograms; the energy evaluations it cost; the frames of
+/// every walker left out (`skip_steps`, none for umbrella windows); and the MD steps between two
+/// of its samples as used (for the weighting of draws per unit of simulated time).
 fn run_states(
     dir: &Path,
     system_xml: &str,
     system_path: &Path,
     stride: usize,
     skip_steps: u64,
-) -> Result<(Vec<BiasedSamples>, f64, u64)> {
+) -> Result<(Vec<BiasedSamples>, f64, u64, u64)> {
+    if crate::io::cv_histograms::is_histogram_run(dir) {
+        return histogram_run_state(dir, system_xml, system_path, skip_steps);
+    }
     let run = CvRun::read(dir)?;
     run.check_system(dir, system_xml, system_path)?;
     let d = &run.description;
@@ -117,10 +125,70 @@ fn run_states(
         .enumerate()
         .map(|(w, bias)| -> Result<BiasedSamples> {
             let series = run.walker_pairs(w)?;
-            Ok(BiasedSamples { bias, samples: series.into_iter().skip(skip_frames).step_by(stride).collect() })
+            Ok(BiasedSamples::new(bias, series.into_iter().skip(skip_frames).step_by(stride).collect()))
         })
         .collect::<Result<_>>()?;
-    Ok((states, evaluations, skip_frames as u64))
+    Ok((states, evaluations, skip_frames as u64, run.steps_per_frame * stride as u64))
+}
+
+/// An unbiased MD run that kept cumulative (phi, psi) histograms, as one binned state: the counts
+/// from the first mark at or after `skip_steps` to the last, the stretches between marks as its
+/// blocks. Returns what [`run_states`] does.
+fn histogram_run_state(
+    dir: &Path,
+    system_xml: &str,
+    system_path: &Path,
+    skip_steps: u64,
+) -> Result<(Vec<BiasedSamples>, f64, u64, u64)> {
+    let run = unbiased_histogram_run(dir, system_xml, system_path)?;
+    let (pair, bins) = phi_psi_pair(&run, dir)?;
+    let per_pair = bins * bins;
+    let skip_frames = skip_steps.div_ceil(run.steps_per_frame);
+    let kept: Vec<&(u64, Vec<f64>)> = run.marks.iter().filter(|(f, _)| *f >= skip_frames).collect();
+    if kept.len() < 2 {
+        bail!(
+            "{}: {} frames, fewer than two histogram marks at or after the {skip_frames} frames left out",
+            dir.display(),
+            run.frames
+        );
+    }
+    let blocks: Vec<Vec<f64>> = kept
+        .windows(2)
+        .map(|w| {
+            let (before, after) = (&w[0].1[pair * per_pair..][..per_pair], &w[1].1[pair * per_pair..][..per_pair]);
+            after.iter().zip(before).map(|(a, b)| a - b).collect()
+        })
+        .collect();
+    let state = BiasedSamples::binned(HarmonicBias2d::UNBIASED, bins, blocks, BIN_SUBDIVISIONS)
+        .with_context(|| format!("{}: histograms", dir.display()))?;
+    let evaluations = run.walkers as f64 * run.frames as f64 * run.steps_per_frame as f64;
+    Ok((vec![state], evaluations, kept[0].0, run.steps_per_frame))
+}
+
+/// Reads a histogram run and checks that it is unbiased MD of this System at 300 K.
+fn unbiased_histogram_run(
+    dir: &Path,
+    system_xml: &str,
+    system_path: &Path,
+) -> Result<crate::io::cv_histograms::CvHistogramRun> {
+    let run = crate::io::cv_histograms::CvHistogramRun::read(dir)?;
+    run.check_system(dir, system_xml, system_path)?;
+    let d = &run.description;
+    // `cgflow md` histogram runs carry no "kind"; anything that names another kind is refused.
+    let kind = d["kind"].as_str().unwrap_or("md");
+    let at_300_k = d["temperature_k"].as_f64().is_some_and(|t| (t - 300.0).abs() < 1e-9);
+    if kind != "md" || !at_300_k {
+        bail!("{}: not unbiased MD at 300 K (kind {kind}, temperature {} K)", dir.display(), d["temperature_k"]);
+    }
+    Ok(run)
+}
+
+/// The histogram pair of CVs 0 and 1 (phi, psi) of a histogram run, and its bins per dimension.
+fn phi_psi_pair(run: &crate::io::cv_histograms::CvHistogramRun, dir: &Path) -> Result<(usize, usize)> {
+    let Some(pair) = run.settings.pairs.iter().position(|p| *p == [0, 1]) else {
+        bail!("{}: no histogram of CVs 0 and 1 (phi, psi)", dir.display());
+    };
+    Ok((pair, run.settings.bins))
 }
 
 fn populations_json(values: &[f64], errors: Option<&[f64]>) -> serde_json::Value {
@@ -173,7 +241,7 @@ impl MdBlocks {
 /// run: up to the first mark at or after them).
 fn md_blocks(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) -> Result<MdBlocks> {
     if !crate::io::cv_histograms::is_histogram_run(dir) {
-        let (states, evaluations, skipped_frames) = run_states(dir, system_xml, system_path, 1, skip_steps)?;
+        let (states, evaluations, skipped_frames, _) = run_states(dir, system_xml, system_path, 1, skip_steps)?;
         if states.iter().any(|s| s.bias != HarmonicBias2d::UNBIASED) {
             bail!("{}: an umbrella run, not unbiased MD", dir.display());
         }
@@ -191,19 +259,8 @@ fn md_blocks(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) 
             bins: None,
         });
     }
-    let run = crate::io::cv_histograms::CvHistogramRun::read(dir)?;
-    run.check_system(dir, system_xml, system_path)?;
-    let d = &run.description;
-    // `cgflow md` histogram runs carry no "kind"; anything that names another kind is refused.
-    let kind = d["kind"].as_str().unwrap_or("md");
-    let at_300_k = d["temperature_k"].as_f64().is_some_and(|t| (t - 300.0).abs() < 1e-9);
-    if kind != "md" || !at_300_k {
-        bail!("{}: not unbiased MD at 300 K (kind {kind}, temperature {} K)", dir.display(), d["temperature_k"]);
-    }
-    let Some(pair) = run.settings.pairs.iter().position(|p| *p == [0, 1]) else {
-        bail!("{}: no histogram of CVs 0 and 1 (phi, psi)", dir.display());
-    };
-    let bins = run.settings.bins;
+    let run = unbiased_histogram_run(dir, system_xml, system_path)?;
+    let (pair, bins) = phi_psi_pair(&run, dir)?;
     let per_pair = bins * bins;
     let skip_frames = skip_steps.div_ceil(run.steps_per_frame);
     let kept: Vec<&(u64, Vec<f64>)> = run.marks.iter().filter(|(f, _)| *f >= skip_frames).collect();
@@ -373,8 +430,14 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
     let mut evaluations = 0.0;
     let mut inputs = Vec::new();
     let folders = args.umbrella.iter().map(|d| (d, true)).chain(args.md.iter().map(|d| (d, false)));
+    // Draws are weighed per unit of simulated time: an MD run's samples count as many umbrella
+    // samples as fit into the time between two of them (MD recorded every 10 steps, umbrella
+    // samples every 50: each MD frame counts 1/5), so that a finely recorded run does not outweigh
+    // the windows by its record interval alone.
+    let mut umbrella_steps_per_sample = None;
     for (dir, is_umbrella) in folders {
-        let (s, e, _) = run_states(dir, &system_xml, &args.system, args.stride, args.md_skip_steps)?;
+        let (mut s, e, _, steps_per_sample) =
+            run_states(dir, &system_xml, &args.system, args.stride, args.md_skip_steps)?;
         if is_umbrella != s.iter().all(|st| st.bias != HarmonicBias2d::UNBIASED) {
             bail!(
                 "{}: passed as {} but holds another kind of run",
@@ -382,8 +445,18 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
                 if is_umbrella { "--umbrella" } else { "--md" }
             );
         }
+        let mut count_scale = 1.0;
+        if is_umbrella {
+            umbrella_steps_per_sample.get_or_insert(steps_per_sample);
+        } else if let Some(u) = umbrella_steps_per_sample {
+            count_scale = steps_per_sample as f64 / u as f64;
+            if count_scale != 1.0 {
+                s = s.into_iter().map(|st| st.with_counts_scaled(count_scale)).collect::<crate::error::Result<_>>()?;
+            }
+        }
         inputs.push(serde_json::json!({"folder": dir, "states": s.len(),
-            "samples": s.iter().map(|st| st.samples.len()).sum::<usize>(), "evaluations": e}));
+            "samples": s.iter().map(|st| st.total_count()).sum::<f64>(), "evaluations": e,
+            "binned": s.iter().any(|st| !st.count_blocks.is_empty()), "count_scale": count_scale}));
         evaluations += e;
         states.extend(s);
     }
@@ -441,7 +514,8 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
             "tolerance": config.tolerance, "bootstrap_replicates": args.bootstrap, "bootstrap_blocks_per_window": args.blocks,
             "seed": args.seed, "md_skip_steps": args.md_skip_steps},
         "inputs": inputs, "energy_evaluations": evaluations,
-        "samples": states.iter().map(|s| s.samples.len()).sum::<usize>(),
+        "samples": states.iter().map(|s| s.total_count()).sum::<f64>(),
+        "md_histograms": format!("unbiased MD runs that kept histograms enter as binned states: each bin's counts on a {BIN_SUBDIVISIONS} x {BIN_SUBDIVISIONS} sub-grid inside it; MD draws weighed per unit of simulated time like the umbrella samples (count_scale)"),
         "mbar": {"newton_steps": solution.iterations, "max_relative_mismatch": solution.max_relative_mismatch},
         "halves_kld": halves_json,
         "basins": "beta_PII: phi < 0 outside alpha_R; alpha_R: phi < 0, -2.5 < psi < 1 rad; phi_positive: phi >= 0",

@@ -25,7 +25,9 @@ pub struct UmbrellaArgs {
     /// Serialized OpenMM System (NoCutoff nonbonded forces, no constraints).
     #[arg(long, value_name = "XML", default_value = "data/alanine_dipeptide/aldp_obc1.xml")]
     system: PathBuf,
-    /// Start structure for every window (.pdb, .xyz, .npy, .crd).
+    /// Start structure for every window (.pdb, .xyz, .npy, .crd), or one structure per window (for
+    /// instance the `final_positions_nm.npy` of a run with softer restraints at the same centres,
+    /// so that stiff windows are not pulled from far away).
     #[arg(long, value_name = "FILE", default_value = "data/alanine_dipeptide/position_min_energy_nm.xyz")]
     positions: PathBuf,
     /// PDB whose atom names and residue numbers resolve --cg and --trans-walls (its coordinates are
@@ -49,6 +51,11 @@ pub struct UmbrellaArgs {
     /// Restraint force constant on phi and on psi, kJ/mol/rad^2.
     #[arg(long, default_value_t = 100.0)]
     k: f64,
+    /// Run only the lattice windows whose centre lies in this box, `CV1_MIN:CV1_MAX,CV2_MIN:CV2_MAX`
+    /// in degrees (repeatable; a range across +-180 is two boxes): stiff windows on a fine lattice
+    /// where a coarse one leaves bins unsampled, combined with it by `cgflow reference`.
+    #[arg(long = "centres-in", value_name = "BOX")]
+    centres_in: Vec<String>,
     /// Force constant of the walls that keep both peptide bonds trans (flat-bottomed restraints on
     /// omega, zero within 90 degrees of trans), kJ/mol/rad^2; 0 turns them off. The reference is
     /// then the all-trans ensemble, the one unbiased MD samples.
@@ -82,11 +89,16 @@ pub struct UmbrellaArgs {
     /// Only analyse what the checkpoint in --out holds (WHAM and report), without running MD.
     #[arg(long)]
     analyze: bool,
+    /// Stop after the sampling, without the analysis (run `cgflow reference` on the folder later,
+    /// for instance together with other runs).
+    #[arg(long, conflicts_with = "analyze")]
+    no_analysis: bool,
 }
 
 const CHECKPOINT_FILE: &str = "umbrella.ckpt";
 const SAMPLES_FILE: &str = "cv.f32";
 const SAMPLES_DESCRIPTION: &str = "cv.json";
+const FINAL_POSITIONS_FILE: &str = "final_positions_nm.npy";
 const TEMPERATURE_K: f64 = 300.0;
 
 /// The settings a resumed run must share with the stored one. `--steps` is not among them: a
@@ -95,7 +107,28 @@ fn settings(args: &UmbrellaArgs, plan: &UmbrellaPlan, system_xml: &str) -> serde
     let mut settings = settings_before_any_molecule(args, system_xml);
     settings["cvs"] = serde_json::json!(plan.cv_dihedrals);
     settings["trans_wall_dihedrals"] = serde_json::json!(plan.trans_wall_dihedrals);
+    // Only when given, so that runs stored before boxes existed still resume.
+    if !plan.centre_boxes_rad.is_empty() {
+        settings["centre_boxes_rad"] = serde_json::json!(plan.centre_boxes_rad);
+    }
     settings
+}
+
+/// A `--centres-in` box, `A:B,C:D` in degrees, in radians.
+fn parse_box(text: &str) -> Result<[[f64; 2]; 2]> {
+    let ranges: Vec<&str> = text.split(',').collect();
+    let parse_range = |r: &str| -> Result<[f64; 2]> {
+        let (lo, hi) = r.split_once(':').with_context(|| format!("'{r}' is not MIN:MAX"))?;
+        let value = |v: &str| -> Result<f64> {
+            let d: f64 = v.trim().parse().with_context(|| format!("'{v}' is not a number of degrees"))?;
+            Ok(d.to_radians())
+        };
+        Ok([value(lo)?, value(hi)?])
+    };
+    match ranges.as_slice() {
+        [a, b] => Ok([parse_range(a)?, parse_range(b)?]),
+        _ => bail!("'{text}': a box is CV1_MIN:CV1_MAX,CV2_MIN:CV2_MAX in degrees"),
+    }
 }
 
 /// The settings as runs stored them before `--cg` and `--trans-walls` existed (alanine dipeptide
@@ -149,7 +182,7 @@ fn settings_to_match(
 
 /// What `cv.f32` of an umbrella run holds: the windows' restraints and the records so far.
 fn samples_description(args: &UmbrellaArgs, plan: &UmbrellaPlan, system_xml: &str, records: u64) -> serde_json::Value {
-    let centres: Vec<[f64; 2]> = (0..plan.windows()).map(|w| plan.centre(w)).collect();
+    let centres = plan.centres();
     serde_json::json!({
         "kind": "umbrella", "system_fingerprint": crate::io::fingerprint(system_xml),
         "walkers": plan.windows(), "cvs": plan.cv_dihedrals,
@@ -193,6 +226,11 @@ pub fn run(args: UmbrellaArgs) -> Result<()> {
         k_kj_per_mol_rad2: args.k,
         bins: args.bins,
         trans_wall_k_kj_per_mol_rad2: args.trans_wall_k,
+        centre_boxes_rad: args
+            .centres_in
+            .iter()
+            .map(|b| parse_box(b).with_context(|| format!("--centres-in '{b}'")))
+            .collect::<Result<_>>()?,
     };
     plan.validate()?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
@@ -202,6 +240,9 @@ pub fn run(args: UmbrellaArgs) -> Result<()> {
     let stored = crate::cli::run_checkpoint(&checkpoint_path, args.resume || args.analyze, "settings", &wanted)?;
     if !args.analyze {
         simulate(&args, &system, &system_xml, &plan, stored.as_ref(), &checkpoint_path, &wanted)?;
+    }
+    if args.no_analysis {
+        return Ok(());
     }
     analyse(&args)
 }
@@ -218,12 +259,18 @@ fn simulate(
     settings: &serde_json::Value,
 ) -> Result<()> {
     let start = crate::io::read_positions(&args.positions)?;
-    let config = WalkerConfig { walkers: plan.windows(), seed: args.seed, ..Default::default() };
+    let centres = plan.centres();
+    let windows = centres.len();
+    let start_nm = match start.n_configs {
+        1 => start.frame(0).context("no structure")?,
+        n if n == windows => &start.positions_nm[..],
+        n => bail!("{}: {n} structures for {windows} windows (give one, or one per window)", args.positions.display()),
+    };
+    let config = WalkerConfig { walkers: windows, seed: args.seed, ..Default::default() };
     let platform = Platform::new(&args.platform)?;
-    let mut walkers =
-        Walkers::new(system, &platform, &config, start.frame(0).context("no structure")?, |w| plan.restraints(w))?;
+    let mut walkers = Walkers::new(system, &platform, &config, start_nm, |w| plan.restraints_at(centres[w]))?;
     let samples_path = args.out.join(SAMPLES_FILE);
-    let record_bytes = (plan.windows() * 8) as u64;
+    let record_bytes = (windows * 8) as u64;
     let mut records = 0;
     if let Some(c) = stored {
         walkers.restore(&crate::cli::walker_state(c)?)?;
@@ -298,7 +345,7 @@ fn simulate(
                 ))?;
             }
         }
-        let rate = (done - steps_at_start) as f64 * plan.windows() as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let rate = (done - steps_at_start) as f64 * windows as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_position(done);
         crate::run_control::set_done(done);
         bar.set_message(format!("{rate:.0} walker-steps/s"));
@@ -308,6 +355,10 @@ fn simulate(
         write_checkpoint_now(&mut walkers, records, &mut samples_file)?;
     }
     bar.finish();
+    // Every window's last structure (the copies' offsets do not matter: `--positions` re-places
+    // each structure), to start stiffer windows at the same centres from.
+    let n_atoms = system.num_particles();
+    crate::io::npy::write_npy(&args.out.join(FINAL_POSITIONS_FILE), &[windows, n_atoms, 3], &walkers.positions()?)?;
     eprintln!(
         "umbrella: {} windows x {} steps = {} energy evaluations, {:.0} s this run",
         plan.windows(),

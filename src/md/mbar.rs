@@ -69,13 +69,124 @@ impl HarmonicBias2d {
     }
 }
 
-/// The samples one state drew, in time order.
+/// The samples one state drew, in time order, or a state's histogram on the dihedral grid
+/// ([`BiasedSamples::binned`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BiasedSamples {
     /// The state's bias.
     pub bias: HarmonicBias2d,
     /// Its samples (radians), in the order they were drawn (block bootstrap keeps blocks of them).
     pub samples: Vec<[f64; 2]>,
+    /// How many draws each sample stands for; empty: one each.
+    pub counts: Vec<f64>,
+    /// For binned states: the counts of consecutive stretches of the run, per sample (they add up
+    /// to `counts`); the blocks of the bootstrap and of the halves. Empty for sampled states.
+    pub count_blocks: Vec<Vec<f64>>,
+}
+
+impl BiasedSamples {
+    /// A state given by its samples, each drawn once.
+    pub fn new(bias: HarmonicBias2d, samples: Vec<[f64; 2]>) -> BiasedSamples {
+        BiasedSamples { bias, samples, counts: vec![], count_blocks: vec![] }
+    }
+
+    /// A state known only by its histogram on the `bins` x `bins` dihedral grid over `[-pi, pi)^2`
+    /// (row-major, first angle first), given as the histograms of consecutive stretches of the run
+    /// (`blocks`, each `bins * bins` counts; the whole run is their sum). Each occupied bin becomes
+    /// `subdivisions^2` samples on a uniform sub-grid inside it, sharing the bin's count: MBAR then
+    /// evaluates every other state's bias across the bin rather than at its centre, which is exact
+    /// for a density uniform within a bin (the error is second order in the bin width). Meant for
+    /// unbiased MD histograms, whose own bias is zero everywhere. Errors on no blocks, blocks of
+    /// the wrong size, negative or non-finite counts, no count at all, or zero `subdivisions`.
+    ///
+    /// ```
+    /// use cgflow::md::mbar::{BiasedSamples, HarmonicBias2d};
+    /// let mut counts = vec![0.0; 4];
+    /// counts[3] = 8.0; // the bin [0, pi) x [0, pi) of a 2 x 2 grid
+    /// let s = BiasedSamples::binned(HarmonicBias2d::UNBIASED, 2, vec![counts], 2).unwrap();
+    /// assert_eq!(s.samples.len(), 4);
+    /// assert_eq!(s.total_count(), 8.0);
+    /// let q = std::f64::consts::PI / 4.0;
+    /// assert!((s.samples[0][0] - q).abs() < 1e-15 && (s.samples[3][1] - 3.0 * q).abs() < 1e-15);
+    /// ```
+    pub fn binned(
+        bias: HarmonicBias2d,
+        bins: usize,
+        blocks: Vec<Vec<f64>>,
+        subdivisions: usize,
+    ) -> Result<BiasedSamples> {
+        if blocks.is_empty() || subdivisions == 0 || bins == 0 {
+            return Err(Error::invalid("a binned state needs bins, at least one block and subdivisions >= 1"));
+        }
+        if let Some(b) = blocks.iter().find(|b| b.len() != bins * bins) {
+            return Err(Error::invalid(format!(
+                "a binned state's block has {} counts for {bins} x {bins} bins",
+                b.len()
+            )));
+        }
+        if blocks.iter().flatten().any(|c| !(c.is_finite() && *c >= 0.0)) {
+            return Err(Error::invalid("a binned state's counts must be finite and non-negative"));
+        }
+        let width = 2.0 * std::f64::consts::PI / bins as f64;
+        let sub = width / subdivisions as f64;
+        let share = 1.0 / (subdivisions * subdivisions) as f64;
+        let (mut samples, mut counts) = (Vec::new(), Vec::new());
+        let mut count_blocks = vec![Vec::new(); blocks.len()];
+        for bin in 0..bins * bins {
+            let total: f64 = blocks.iter().map(|b| b[bin]).sum();
+            if total == 0.0 {
+                continue;
+            }
+            let (i, j) = (bin / bins, bin % bins);
+            for a in 0..subdivisions {
+                for c in 0..subdivisions {
+                    let phi = -std::f64::consts::PI + i as f64 * width + (a as f64 + 0.5) * sub;
+                    let psi = -std::f64::consts::PI + j as f64 * width + (c as f64 + 0.5) * sub;
+                    samples.push([phi, psi]);
+                    counts.push(total * share);
+                    for (out, block) in count_blocks.iter_mut().zip(&blocks) {
+                        out.push(block[bin] * share);
+                    }
+                }
+            }
+        }
+        if samples.is_empty() {
+            return Err(Error::invalid("a binned state has no counts"));
+        }
+        Ok(BiasedSamples { bias, samples, counts, count_blocks })
+    }
+
+    /// How many draws sample `i` stands for.
+    fn count(&self, i: usize) -> f64 {
+        self.counts.get(i).copied().unwrap_or(1.0)
+    }
+
+    /// The number of draws, `N_k`.
+    pub fn total_count(&self) -> f64 {
+        if self.counts.is_empty() {
+            self.samples.len() as f64
+        } else {
+            self.counts.iter().sum()
+        }
+    }
+
+    /// The same state with every count multiplied by `factor` (for instance to weigh binned MD
+    /// frames per unit of simulated time like the samples of other states). Errors unless
+    /// `factor` is finite and positive.
+    pub fn with_counts_scaled(mut self, factor: f64) -> Result<BiasedSamples> {
+        if !(factor.is_finite() && factor > 0.0) {
+            return Err(Error::invalid(format!("count scale {factor} must be finite and positive")));
+        }
+        if self.counts.is_empty() {
+            self.counts = vec![1.0; self.samples.len()];
+        }
+        self.counts.iter_mut().chain(self.count_blocks.iter_mut().flatten()).for_each(|c| *c *= factor);
+        Ok(self)
+    }
+
+    fn with_counts(&self, counts: Vec<f64>, count_blocks: Vec<Vec<f64>>) -> BiasedSamples {
+        BiasedSamples { bias: self.bias, samples: self.samples.clone(), counts, count_blocks }
+    }
 }
 
 /// Solver settings for [`solve`].
@@ -122,6 +233,18 @@ fn check_states(states: &[BiasedSamples]) -> Result<()> {
         }
         if let Some(x) = s.samples.iter().find(|x| !(x[0].is_finite() && x[1].is_finite())) {
             return Err(Error::invalid(format!("MBAR: state {k} has a non-finite sample {x:?}")));
+        }
+        if !s.counts.is_empty()
+            && (s.counts.len() != s.samples.len() || s.counts.iter().any(|c| !(c.is_finite() && *c >= 0.0)))
+        {
+            return Err(Error::invalid(format!(
+                "MBAR: state {k} needs one finite, non-negative count per sample ({} counts, {} samples)",
+                s.counts.len(),
+                s.samples.len()
+            )));
+        }
+        if !(s.total_count() > 0.0) {
+            return Err(Error::invalid(format!("MBAR: state {k} has no draws")));
         }
     }
     Ok(())
@@ -193,7 +316,7 @@ impl Pass {
 
 fn pass(states: &[BiasedSamples], f: &[f64], config: &MbarConfig, hessian_stride: Option<usize>) -> Result<Pass> {
     let n_states = states.len();
-    let log_n_plus_f: Vec<f64> = states.iter().zip(f).map(|(s, fk)| (s.samples.len() as f64).ln() + fk).collect();
+    let log_n_plus_f: Vec<f64> = states.iter().zip(f).map(|(s, fk)| s.total_count().ln() + fk).collect();
     // One accumulator per worker thread (a Hessian per state would allocate K^3 numbers).
     let mut total = states
         .par_iter()
@@ -209,14 +332,15 @@ fn pass(states: &[BiasedSamples], f: &[f64], config: &MbarConfig, hessian_stride
                              below the cutoff, or the free energies are out of range"
                         )));
                     }
-                    out.objective += log_d;
+                    let count = s.count(i);
+                    out.objective += count * log_d;
                     for &(k, w) in terms.iter() {
-                        out.gradient[k] += w;
+                        out.gradient[k] += count * w;
                     }
                     if let (Some(h), Some(stride)) = (out.hessian.as_mut(), hessian_stride) {
                         // Every state is strided alike, each kept sample standing for `stride`.
                         if i % stride == 0 {
-                            let scale = stride as f64;
+                            let scale = stride as f64 * count;
                             for &(k, wk) in terms.iter() {
                                 h[k * n_states + k] += scale * wk;
                                 for &(l, wl) in terms.iter() {
@@ -232,7 +356,7 @@ fn pass(states: &[BiasedSamples], f: &[f64], config: &MbarConfig, hessian_stride
         .map(|r| r.map(|(p, _)| p))
         .try_reduce(|| Pass::zero(n_states, hessian_stride.is_some()), |a, b| Ok(a.add(b)))?;
     for (k, s) in states.iter().enumerate() {
-        let n = s.samples.len() as f64;
+        let n = s.total_count();
         total.objective -= n * f[k];
         total.gradient[k] -= n;
     }
@@ -240,7 +364,7 @@ fn pass(states: &[BiasedSamples], f: &[f64], config: &MbarConfig, hessian_stride
 }
 
 fn max_relative_mismatch(states: &[BiasedSamples], gradient: &[f64]) -> f64 {
-    states.iter().zip(gradient).map(|(s, g)| g.abs() / s.samples.len() as f64).fold(0.0, f64::max)
+    states.iter().zip(gradient).map(|(s, g)| g.abs() / s.total_count()).fold(0.0, f64::max)
 }
 
 /// Solves for the states' free energies, starting from `start` (e.g. an earlier solution) or zero.
@@ -316,15 +440,19 @@ impl MbarSolution {
         }
         check_states(states)?;
         let log_n_plus_f: Vec<f64> =
-            states.iter().zip(&self.free_energies_kt).map(|(s, fk)| (s.samples.len() as f64).ln() + fk).collect();
-        // ln W_n = -ln D(x_n), normalised with the largest taken out.
+            states.iter().zip(&self.free_energies_kt).map(|(s, fk)| s.total_count().ln() + fk).collect();
+        // ln W_n = ln c_n - ln D(x_n) (c_n the sample's count), normalised with the largest taken
+        // out; a sample with count zero gets weight zero.
         let mut weights: Vec<Vec<f64>> = states
             .par_iter()
             .map(|s| {
                 let mut terms = Vec::new();
                 s.samples
                     .iter()
-                    .map(|&x| -terms_at(x, states, &log_n_plus_f, config.bias_cutoff_kt, &mut terms))
+                    .enumerate()
+                    .map(|(i, &x)| {
+                        s.count(i).ln() - terms_at(x, states, &log_n_plus_f, config.bias_cutoff_kt, &mut terms)
+                    })
                     .collect()
             })
             .collect();
@@ -429,17 +557,46 @@ pub fn region_populations_with_errors<R: rand::Rng>(
 }
 
 /// The first and the second half of every state's series (states left empty are dropped): two
-/// independent estimates whose divergence measures the noise of the whole.
+/// independent estimates whose divergence measures the noise of the whole. A binned state is cut
+/// between its blocks, where the running count comes nearest half its total (a state of one block
+/// goes to the first half whole).
 pub fn split_halves(states: &[BiasedSamples]) -> [Vec<BiasedSamples>; 2] {
     let cut = |first: bool| {
         states
             .iter()
-            .map(|s| {
-                let mid = s.samples.len() / 2;
-                let part = if first { &s.samples[..mid] } else { &s.samples[mid..] };
-                BiasedSamples { bias: s.bias, samples: part.to_vec() }
+            .filter_map(|s| {
+                if s.count_blocks.is_empty() {
+                    let mid = s.samples.len() / 2;
+                    let part = if first { &s.samples[..mid] } else { &s.samples[mid..] };
+                    return (!part.is_empty()).then(|| BiasedSamples {
+                        samples: part.to_vec(),
+                        counts: if s.counts.is_empty() {
+                            vec![]
+                        } else if first {
+                            s.counts[..mid].to_vec()
+                        } else {
+                            s.counts[mid..].to_vec()
+                        },
+                        ..s.clone()
+                    });
+                }
+                let sizes: Vec<f64> = s.count_blocks.iter().map(|b| b.iter().sum()).collect();
+                let total: f64 = sizes.iter().sum();
+                let mut running = 0.0;
+                let mut split = 1;
+                let mut best = f64::INFINITY;
+                for (b, size) in sizes.iter().enumerate() {
+                    running += size;
+                    if (running - total / 2.0).abs() < best {
+                        best = (running - total / 2.0).abs();
+                        split = b + 1;
+                    }
+                }
+                let blocks: Vec<Vec<f64>> =
+                    if first { s.count_blocks[..split].to_vec() } else { s.count_blocks[split..].to_vec() };
+                let counts: Vec<f64> = (0..s.samples.len()).map(|i| blocks.iter().map(|b| b[i]).sum()).collect();
+                (counts.iter().sum::<f64>() > 0.0).then(|| s.with_counts(counts, blocks))
             })
-            .filter(|s| !s.samples.is_empty())
             .collect()
     };
     [cut(true), cut(false)]
@@ -477,9 +634,9 @@ pub fn binned_wham(states: &[BiasedSamples], bins: usize) -> Result<crate::md::w
     let mut windows = Vec::with_capacity(states.len());
     for s in states {
         let mut counts = vec![0.0; bins * bins];
-        for x in &s.samples {
+        for (n, x) in s.samples.iter().enumerate() {
             if let (Some(i), Some(j)) = (axis.bin_of(x[0]), axis.bin_of(x[1])) {
-                counts[i * bins + j] += 1.0;
+                counts[i * bins + j] += s.count(n);
             }
         }
         let [k0, k1] = s.bias.spring_kt_per_rad2;
@@ -518,23 +675,34 @@ pub fn grid_region_populations(
 }
 
 /// One block-bootstrap resample of the states: each state's series cut into `blocks` contiguous
-/// blocks (the last takes the remainder), drawn with replacement to the same count.
+/// blocks (the last takes the remainder), drawn with replacement to the same count. A binned
+/// state draws as many of its own blocks ([`BiasedSamples::count_blocks`]) with replacement.
 pub fn block_resample<R: rand::Rng>(states: &[BiasedSamples], blocks: usize, rng: &mut R) -> Vec<BiasedSamples> {
     states
         .iter()
         .map(|s| {
+            if !s.count_blocks.is_empty() {
+                let drawn: Vec<Vec<f64>> = (0..s.count_blocks.len())
+                    .map(|_| s.count_blocks[rng.gen_range(0..s.count_blocks.len())].clone())
+                    .collect();
+                let counts = (0..s.samples.len()).map(|i| drawn.iter().map(|b| b[i]).sum()).collect();
+                return s.with_counts(counts, drawn);
+            }
             let n = s.samples.len();
             let blocks = blocks.clamp(1, n);
             let size = n / blocks;
-            let mut samples = Vec::with_capacity(n);
-            while samples.len() < n {
+            let mut picked = Vec::with_capacity(n);
+            while picked.len() < n {
                 let b = rng.gen_range(0..blocks);
                 let end = if b + 1 == blocks { n } else { (b + 1) * size };
-                let block = &s.samples[b * size..end];
-                let take = block.len().min(n - samples.len());
-                samples.extend_from_slice(&block[..take]);
+                let take = (end - b * size).min(n - picked.len());
+                picked.extend(b * size..b * size + take);
             }
-            BiasedSamples { bias: s.bias, samples }
+            BiasedSamples {
+                samples: picked.iter().map(|&i| s.samples[i]).collect(),
+                counts: if s.counts.is_empty() { vec![] } else { picked.iter().map(|&i| s.counts[i]).collect() },
+                ..s.clone()
+            }
         })
         .collect()
 }
@@ -562,7 +730,7 @@ mod tests {
                         ]
                     })
                     .collect();
-                BiasedSamples { bias: HarmonicBias2d { centre_rad: [0.0, 0.0], spring_kt_per_rad2: [k, k] }, samples }
+                BiasedSamples::new(HarmonicBias2d { centre_rad: [0.0, 0.0], spring_kt_per_rad2: [k, k] }, samples)
             })
             .collect();
         let s = solve(&states, &MbarConfig::default(), None).expect("solve");
@@ -573,7 +741,7 @@ mod tests {
 
     #[test]
     fn bad_states_are_refused() {
-        let ok = BiasedSamples { bias: HarmonicBias2d::UNBIASED, samples: vec![[0.0, 0.0]] };
+        let ok = BiasedSamples::new(HarmonicBias2d::UNBIASED, vec![[0.0, 0.0]]);
         assert!(solve(&[], &MbarConfig::default(), None).is_err());
         let empty = BiasedSamples { samples: vec![], ..ok.clone() };
         assert!(solve(&[ok.clone(), empty], &MbarConfig::default(), None).is_err());

@@ -1,8 +1,9 @@
 //! 2D umbrella sampling over two dihedral CVs of any molecule (alanine dipeptide's (phi, psi), or
 //! one (phi_i, psi_i) pair of a longer peptide): the window plan and the restraints.
 //!
-//! Windows sit on an n x n lattice over [-pi, pi)^2 (centres at -pi + (i + 1/2) 2 pi / n) with
-//! periodic harmonic restraints of one force constant on both CVs. Their samples are combined
+//! Windows sit on an n x n lattice over [-pi, pi)^2 (centres at -pi + (i + 1/2) 2 pi / n), or on
+//! the part of it inside given boxes (stiff windows where a coarse lattice leaves bins unsampled),
+//! with periodic harmonic restraints of one force constant on both CVs. Their samples are combined
 //! by MBAR ([`crate::md::mbar`]).
 
 use crate::error::{Error, Result};
@@ -27,6 +28,9 @@ pub struct UmbrellaPlan {
     /// cis (5 of 40 windows within 25 ps, measured), and a window stuck in cis samples a state
     /// that unbiased MD never reaches.
     pub trans_wall_k_kj_per_mol_rad2: f64,
+    /// Only the lattice windows whose centre lies in one of these boxes, `[[cv1_min, cv1_max],
+    /// [cv2_min, cv2_max]]` in radians (bounds included); empty: every window.
+    pub centre_boxes_rad: Vec<[[f64; 2]; 2]>,
 }
 
 /// Half-width of the flat bottom of the trans walls: omega may move 90 degrees from trans freely
@@ -57,24 +61,70 @@ impl UmbrellaPlan {
                 )));
             }
         }
+        let pi = std::f64::consts::PI;
+        for b in &self.centre_boxes_rad {
+            if b.iter().any(|[lo, hi]| !(lo.is_finite() && hi.is_finite() && -pi <= *lo && lo < hi && *hi <= pi)) {
+                return Err(Error::invalid(format!(
+                    "window box {b:?} rad: each range needs -pi <= min < max <= pi (a range across +-pi is two boxes)"
+                )));
+            }
+        }
+        if self.windows() == 0 {
+            return Err(Error::invalid("no window of the lattice has its centre inside the boxes"));
+        }
         Ok(())
+    }
+
+    /// The lattice indices of the windows run, CV-1-major.
+    fn lattice_windows(&self) -> Vec<usize> {
+        let all = 0..self.windows_per_dim * self.windows_per_dim;
+        if self.centre_boxes_rad.is_empty() {
+            return all.collect();
+        }
+        all.filter(|&i| {
+            let c = self.lattice_centre(i);
+            self.centre_boxes_rad.iter().any(|b| (0..2).all(|d| b[d][0] <= c[d] && c[d] <= b[d][1]))
+        })
+        .collect()
+    }
+
+    fn lattice_centre(&self, i: usize) -> [f64; 2] {
+        let step = std::f64::consts::TAU / self.windows_per_dim as f64;
+        let at = |i: usize| -std::f64::consts::PI + (i as f64 + 0.5) * step;
+        [at(i / self.windows_per_dim), at(i % self.windows_per_dim)]
     }
 
     /// Number of windows.
     pub fn windows(&self) -> usize {
-        self.windows_per_dim * self.windows_per_dim
+        if self.centre_boxes_rad.is_empty() {
+            self.windows_per_dim * self.windows_per_dim
+        } else {
+            self.lattice_windows().len()
+        }
     }
 
     /// Centre (CV 1, CV 2) of window `w`; windows are ordered CV-1-major.
     pub fn centre(&self, w: usize) -> [f64; 2] {
-        let step = std::f64::consts::TAU / self.windows_per_dim as f64;
-        let at = |i: usize| -std::f64::consts::PI + (i as f64 + 0.5) * step;
-        [at(w / self.windows_per_dim), at(w % self.windows_per_dim)]
+        if self.centre_boxes_rad.is_empty() {
+            self.lattice_centre(w)
+        } else {
+            self.lattice_centre(self.lattice_windows()[w])
+        }
+    }
+
+    /// The centres of every window, in order.
+    pub fn centres(&self) -> Vec<[f64; 2]> {
+        self.lattice_windows().into_iter().map(|i| self.lattice_centre(i)).collect()
     }
 
     /// The restraints of window `w` on the two CVs, and the trans walls on the peptide bonds.
     pub fn restraints(&self, w: usize) -> Vec<TorsionRestraint> {
-        let [first, second] = self.centre(w);
+        self.restraints_at(self.centre(w))
+    }
+
+    /// The restraints of a window centred at `centre`, and the trans walls.
+    pub fn restraints_at(&self, centre: [f64; 2]) -> Vec<TorsionRestraint> {
+        let [first, second] = centre;
         let mut restraints = vec![
             TorsionRestraint::harmonic(self.cv_dihedrals[0], self.k_kj_per_mol_rad2, first),
             TorsionRestraint::harmonic(self.cv_dihedrals[1], self.k_kj_per_mol_rad2, second),
@@ -105,6 +155,7 @@ mod tests {
             k_kj_per_mol_rad2: 100.0,
             bins: 10,
             trans_wall_k_kj_per_mol_rad2: 1000.0,
+            centre_boxes_rad: vec![],
         };
         let pi = std::f64::consts::PI;
         assert_eq!(plan.windows(), 16);
@@ -120,7 +171,33 @@ mod tests {
         plan.validate().expect("valid");
         let same = UmbrellaPlan { cv_dihedrals: [phi, [14, 8, 6, 4]], ..plan.clone() };
         assert!(same.validate().unwrap_err().to_string().contains("same dihedral"));
-        let walled = UmbrellaPlan { cv_dihedrals: [[8, 6, 4, 1], psi], ..plan };
+        let walled = UmbrellaPlan { cv_dihedrals: [[8, 6, 4, 1], psi], ..plan.clone() };
         assert!(walled.validate().unwrap_err().to_string().contains("both an umbrella CV and held by a trans wall"));
+
+        // Boxes keep the lattice windows whose centres they hold (lattice centres -3/4 pi, -1/4 pi,
+        // 1/4 pi, 3/4 pi on each CV), in lattice order.
+        let boxed = UmbrellaPlan {
+            centre_boxes_rad: vec![[[-0.5 * pi, 0.5 * pi], [0.0, pi]], [[0.7 * pi, pi], [-pi, -0.7 * pi]]],
+            ..plan.clone()
+        };
+        boxed.validate().expect("valid boxes");
+        assert_eq!(boxed.windows(), 5);
+        assert_eq!(
+            boxed.centres(),
+            vec![
+                [-0.25 * pi, 0.25 * pi],
+                [-0.25 * pi, 0.75 * pi],
+                [0.25 * pi, 0.25 * pi],
+                [0.25 * pi, 0.75 * pi],
+                [0.75 * pi, -0.75 * pi]
+            ]
+        );
+        assert_eq!(boxed.centre(4), [0.75 * pi, -0.75 * pi]);
+        assert_eq!(boxed.restraints(4)[0].centre_rad, 0.75 * pi);
+        assert_eq!(plan.centres().len(), 16);
+        let empty = UmbrellaPlan { centre_boxes_rad: vec![[[0.0, 0.1], [0.0, 0.1]]], ..plan.clone() };
+        assert!(empty.validate().unwrap_err().to_string().contains("no window"));
+        let reversed = UmbrellaPlan { centre_boxes_rad: vec![[[0.5, 0.1], [0.0, 1.0]]], ..plan };
+        assert!(reversed.validate().unwrap_err().to_string().contains("min < max"));
     }
 }

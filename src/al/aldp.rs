@@ -29,7 +29,7 @@ use crate::md::walkers::{WalkerConfig, Walkers};
 use crate::metrics::{kl_to_free_energy, Axis};
 use crate::openmm::{Platform, System};
 use crate::pmf::ensemble::{CgFeatures, EnsembleConfig, PmfEnsemble};
-use crate::pmf::labels::importance_free_energy;
+use crate::pmf::labels::{label_or_none, with_mean_ess, WeightedLabel};
 
 /// Start-up MD: one short run from the minimum-energy structure gives the first CG points and
 /// the data for training by example.
@@ -671,49 +671,19 @@ pub struct AldpAl {
     reference_probabilities: Option<Vec<f64>>,
 }
 
-/// An importance-sampling estimate of one CG point: (free energy in kT, its weight, an ESS), or
-/// None where no sample had a non-zero weight.
-type PointEstimate = Option<(f64, f64)>;
+/// An importance-sampling estimate of one CG point, or None where no sample had a non-zero weight.
+type PointEstimate = Option<WeightedLabel>;
 
 /// ln p and ln q of the samples drawn at one CG point.
 type PointSamples = (Vec<f64>, Vec<f64>);
 
-/// Two importance-sampling estimates (free energy in kT, ESS) of one point combined: the
-/// estimates of Z = exp(-F) averaged with their ESS as weights (an ESS is about the inverse of an
-/// estimate's relative variance), the ESS added. Either may be missing.
-fn combine_estimates(a: Option<(f64, f64)>, b: Option<(f64, f64)>) -> Option<(f64, f64)> {
-    match (a, b) {
-        (Some((fa, ea)), Some((fb, eb))) => {
-            let total = ea + eb;
-            // -ln((ea e^-fa + eb e^-fb) / total), in log space.
-            let m = (-fa).max(-fb);
-            let z = (ea * (-fa - m).exp() + eb * (-fb - m).exp()) / total;
-            Some((-(m + z.ln()), total))
-        }
-        (one, None) | (None, one) => one,
-    }
-}
-
-/// The importance-sampling estimate (free energy, ESS) of each point from its samples' ln p and
-/// ln q (None where there are none or every weight is zero).
-fn estimates_from_samples(samples: &[(Vec<f64>, Vec<f64>)], clip_top_k: usize) -> Vec<Option<(f64, f64)>> {
+/// The importance-sampling estimate of each point from its samples' ln p and ln q (None where
+/// there are none or every weight is zero).
+fn estimates_from_samples(samples: &[PointSamples], clip_top_k: usize) -> Result<Vec<PointEstimate>> {
     samples
         .iter()
-        .map(|(log_p, log_q)| {
-            importance_free_energy(log_p, log_q, clip_top_k)
-                .ok()
-                .filter(|l| l.free_energy_kt.is_finite())
-                .map(|l| (l.free_energy_kt, l.ess))
-        })
+        .map(|(log_p, log_q)| if log_p.is_empty() { Ok(None) } else { label_or_none(log_p, log_q, clip_top_k) })
         .collect()
-}
-
-/// The estimates with each ESS replaced by the mean ESS of all of them (see
-/// [`EstimateWeights::StepEss`]).
-fn with_step_mean_ess(estimates: &[Option<(f64, f64)>]) -> Vec<Option<(f64, f64)>> {
-    let ess: Vec<f64> = estimates.iter().flatten().map(|(_, e)| *e).collect();
-    let mean = ess.iter().sum::<f64>() / ess.len().max(1) as f64;
-    estimates.iter().map(|e| e.map(|(f, _)| (f, mean))).collect()
 }
 
 fn deg(p: [f64; 2]) -> [f64; 2] {
@@ -957,28 +927,29 @@ impl AldpAl {
         points.newest_test = 0;
         // This iteration's estimate of each point: its label samples, and where asked the
         // samples of training by energy at it (the pool's points, in pool order).
-        let step_weights = |estimates: &[Option<(f64, f64)>]| match config.labels.weights {
+        let step_weights = |estimates: &[PointEstimate]| match config.labels.weights {
             EstimateWeights::PointEss => estimates.to_vec(),
-            EstimateWeights::StepEss => with_step_mean_ess(estimates),
+            EstimateWeights::StepEss => with_mean_ess(estimates),
         };
         let mut combined = step_weights(&fresh);
         if config.labels.from_training {
             for (&i, training) in pool.iter().zip(&step_weights(&training_estimates)) {
                 if let Some(slot) = to_label.iter().position(|&j| j == i) {
-                    combined[slot] = combine_estimates(combined[slot], *training);
+                    combined[slot] = WeightedLabel::combine(combined[slot], *training);
                 }
             }
         }
         for (&i, label) in to_label.iter().zip(&combined) {
-            let old = points.train_labels[i].map(|f| (f, points.train_label_ess[i]));
-            let new = if config.labels.accumulate { combine_estimates(old, *label) } else { label.or(old) };
-            if let Some((f, ess)) = new {
-                points.train_labels[i] = Some(f);
-                points.train_label_ess[i] = ess;
+            let old = points.train_labels[i]
+                .map(|free_energy_kt| WeightedLabel { free_energy_kt, ess: points.train_label_ess[i] });
+            let new = if config.labels.accumulate { WeightedLabel::combine(old, *label) } else { label.or(old) };
+            if let Some(l) = new {
+                points.train_labels[i] = Some(l.free_energy_kt);
+                points.train_label_ess[i] = l.ess;
             }
         }
         for (&i, label) in test_pool.iter().zip(&fresh_test) {
-            points.test_labels[i] = label.map(|(f, _)| f);
+            points.test_labels[i] = label.map(|l| l.free_energy_kt);
         }
 
         // Ensemble fit on the labelled training points (centred: a PMF is defined up to a
@@ -992,7 +963,7 @@ impl AldpAl {
         phase_s.ensemble_fit = phase_clock.elapsed().as_secs_f64();
         let phase_clock = Instant::now();
         progress(AlEvent::Advance(1));
-        let ess: Vec<f64> = fresh.iter().flatten().map(|(_, e)| *e).collect();
+        let ess: Vec<f64> = fresh.iter().flatten().map(|l| l.ess).collect();
         let label_ess_fraction = ess.iter().sum::<f64>() / ess.len().max(1) as f64 / config.labels.samples as f64;
 
         let test_labels: Vec<Option<f64>> = state.points.test_labels.iter().map(|l| l.filter(|&f| f <= cap)).collect();
@@ -1132,7 +1103,7 @@ impl AldpAl {
         let rejected = self.target.rejected() - rejected_before;
         state.costs.energy_training += evaluated;
         let d_fraction = rejected as f64 / (evaluated + rejected).max(1) as f64;
-        let estimates = if collect { estimates_from_samples(&samples, self.config.labels.clip_top_k) } else { vec![] };
+        let estimates = if collect { estimates_from_samples(&samples, self.config.labels.clip_top_k)? } else { vec![] };
         Ok((last_epoch_loss, d_fraction, estimates))
     }
 
@@ -1186,7 +1157,7 @@ impl AldpAl {
         rng: &mut ChaCha8Rng,
         phase: &'static str,
         progress: &mut dyn FnMut(AlEvent),
-    ) -> Result<Vec<Option<(f64, f64)>>> {
+    ) -> Result<Vec<PointEstimate>> {
         let m = self.config.labels.samples;
         let per_chunk = (2048 / m).max(1);
         progress(AlEvent::Phase { name: phase, total: points.len() as u64 });
@@ -1199,11 +1170,7 @@ impl AldpAl {
             let log_p = self.target.log_density(&x, &cg)?;
             for j in 0..chunk.len() {
                 let range = j * m..(j + 1) * m;
-                let label = importance_free_energy(&log_p[range.clone()], &log_q[range], self.config.labels.clip_top_k)
-                    .ok()
-                    .filter(|l| l.free_energy_kt.is_finite())
-                    .map(|l| (l.free_energy_kt, l.ess));
-                out.push(label);
+                out.push(label_or_none(&log_p[range.clone()], &log_q[range], self.config.labels.clip_top_k)?);
             }
             progress(AlEvent::Advance(chunk.len() as u64));
         }
@@ -1250,9 +1217,7 @@ fn weighted_subset(log_weights: &[f64], k: usize, rng: &mut ChaCha8Rng) -> Vec<u
 
 #[cfg(test)]
 mod tests {
-    use super::{
-        combine_estimates, weighted_subset, with_step_mean_ess, AldpAlConfig, FitWeights, LabelConfig, PointSets,
-    };
+    use super::{weighted_subset, AldpAlConfig, FitWeights, LabelConfig, PointSets};
 
     #[test]
     fn fit_set_keeps_labelled_points_caps_centres_and_weights() {
@@ -1315,25 +1280,5 @@ mod tests {
         let all = weighted_subset(&[-1e300, 0.0, -1e300], 5, &mut rng);
         assert_eq!(all.len(), 3);
         assert_eq!(all[0], 1);
-    }
-
-    #[test]
-    fn step_weights_are_the_mean_ess_and_keep_missing_estimates_missing() {
-        let step = with_step_mean_ess(&[Some((1.0, 2.0)), None, Some((3.0, 6.0))]);
-        assert_eq!(step, vec![Some((1.0, 4.0)), None, Some((3.0, 4.0))]);
-        assert!(with_step_mean_ess(&[None]).iter().all(Option::is_none));
-    }
-
-    #[test]
-    fn estimates_combine_as_ess_weighted_means_of_z() {
-        // Z = 1 (ESS 1) and Z = 1/2 (ESS 3): Z = (1 + 3/2) / 4 = 5/8.
-        let (f, ess) = combine_estimates(Some((0.0, 1.0)), Some((2f64.ln(), 3.0))).unwrap();
-        assert!((f + (5.0f64 / 8.0).ln()).abs() < 1e-15 && ess == 4.0);
-        // Far apart in F, still finite (log space).
-        let (f, _) = combine_estimates(Some((1000.0, 1.0)), Some((0.0, 1.0))).unwrap();
-        assert!((f - 2f64.ln()).abs() < 1e-12);
-        assert_eq!(combine_estimates(None, Some((1.0, 2.0))), Some((1.0, 2.0)));
-        assert_eq!(combine_estimates(Some((1.0, 2.0)), None), Some((1.0, 2.0)));
-        assert_eq!(combine_estimates(None, None), None);
     }
 }

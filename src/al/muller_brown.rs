@@ -11,7 +11,7 @@ use crate::flow::{Flow, FlowSpec};
 use crate::metrics::quadrature::{muller_brown_bin_probabilities, muller_brown_pmf};
 use crate::metrics::{kl_to_free_energy, Axis};
 use crate::pmf::ensemble::{CgFeatures, EnsembleConfig, PmfEnsemble};
-use crate::pmf::labels::importance_free_energy;
+use crate::pmf::labels::labels_for_points;
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -245,10 +245,8 @@ fn label_points<R: Rng>(
         let x: Vec<f64> = x.flatten_all()?.to_vec1()?;
         let log_q: Vec<f64> = log_q.to_vec1()?;
         let (u, _) = target.energies_and_gradients(&x, Some(&s))?;
-        for j in 0..chunk.len() {
-            let log_p: Vec<f64> = u[j * m..(j + 1) * m].iter().map(|u| -u).collect();
-            labels.push(importance_free_energy(&log_p, &log_q[j * m..(j + 1) * m], config.clip_top_k)?.free_energy_kt);
-        }
+        let log_p: Vec<f64> = u.iter().map(|u| -u).collect();
+        labels.extend(labels_for_points(&log_p, &log_q, m, config.clip_top_k)?.iter().map(|l| l.free_energy_kt));
     }
     Ok(labels)
 }

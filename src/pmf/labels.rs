@@ -131,6 +131,85 @@ pub fn labels_for_points(
         .collect()
 }
 
+/// A free-energy estimate of one CG point with the effective sample size behind it: what the
+/// active-learning loop keeps per point and combines across steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WeightedLabel {
+    /// Free energy, kT.
+    pub free_energy_kt: f64,
+    /// Effective sample size (summed over the estimates combined into this one).
+    pub ess: f64,
+}
+
+impl From<LabelEstimate> for WeightedLabel {
+    fn from(l: LabelEstimate) -> Self {
+        WeightedLabel { free_energy_kt: l.free_energy_kt, ess: l.ess }
+    }
+}
+
+impl WeightedLabel {
+    /// Two estimates of one point combined: the estimates of Z = exp(-F) averaged with their ESS
+    /// as weights (an ESS is about the inverse of an estimate's relative variance), the ESS
+    /// added. Either may be missing.
+    ///
+    /// ```
+    /// use cgflow::pmf::WeightedLabel;
+    /// // Z = 1 (ESS 1) and Z = 1/2 (ESS 3): Z = (1 + 3/2) / 4 = 5/8.
+    /// let a = WeightedLabel { free_energy_kt: 0.0, ess: 1.0 };
+    /// let b = WeightedLabel { free_energy_kt: 2f64.ln(), ess: 3.0 };
+    /// let c = WeightedLabel::combine(Some(a), Some(b)).unwrap();
+    /// assert!((c.free_energy_kt + (5.0f64 / 8.0).ln()).abs() < 1e-15 && c.ess == 4.0);
+    /// assert_eq!(WeightedLabel::combine(None, Some(b)), Some(b));
+    /// ```
+    pub fn combine(a: Option<WeightedLabel>, b: Option<WeightedLabel>) -> Option<WeightedLabel> {
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let total = a.ess + b.ess;
+                // -ln((ea e^-fa + eb e^-fb) / total), in log space.
+                let m = (-a.free_energy_kt).max(-b.free_energy_kt);
+                let z = (a.ess * (-a.free_energy_kt - m).exp() + b.ess * (-b.free_energy_kt - m).exp()) / total;
+                Some(WeightedLabel { free_energy_kt: -(m + z.ln()), ess: total })
+            }
+            (one, None) | (None, one) => one,
+        }
+    }
+}
+
+/// [`importance_free_energy`] where a point that cannot be estimated (every weight zero, or a
+/// non-finite result) has no label rather than an error: in active learning a CG point on a
+/// barrier can have every flow sample clash, and is then left out of the fit. Errors only on
+/// malformed input (lengths, NaN, `ln q` not finite).
+pub fn label_or_none(log_p: &[f64], log_q: &[f64], clip_top_k: usize) -> Result<Option<WeightedLabel>> {
+    match importance_free_energy(log_p, log_q, clip_top_k) {
+        Ok(l) if l.free_energy_kt.is_finite() => Ok(Some(l.into())),
+        Ok(_) => Ok(None),
+        Err(e) => {
+            // Malformed input is an error; every weight zero (or clipped away) is no label.
+            log_weights(log_p, log_q)?;
+            if log_p.len() <= clip_top_k {
+                return Err(e);
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The estimates with each ESS replaced by the mean ESS of all of them: the weights of a step's
+/// estimates that follow the flow's improvement from step to step but not the luck of one point's
+/// samples (a point that caught a rare large weight has a low ESS and a high Z, and its own ESS
+/// would down-weight it: biased upward in F).
+///
+/// ```
+/// use cgflow::pmf::{with_mean_ess, WeightedLabel};
+/// let l = |f, ess| Some(WeightedLabel { free_energy_kt: f, ess });
+/// assert_eq!(with_mean_ess(&[l(1.0, 2.0), None, l(3.0, 6.0)]), vec![l(1.0, 4.0), None, l(3.0, 4.0)]);
+/// ```
+pub fn with_mean_ess(estimates: &[Option<WeightedLabel>]) -> Vec<Option<WeightedLabel>> {
+    let ess: Vec<f64> = estimates.iter().flatten().map(|l| l.ess).collect();
+    let mean = ess.iter().sum::<f64>() / ess.len().max(1) as f64;
+    estimates.iter().map(|e| e.map(|l| WeightedLabel { ess: mean, ..l })).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +229,28 @@ mod tests {
         assert!(importance_free_energy(&lq, &lq, 0).unwrap().free_energy_kt.abs() < 1e-15);
         assert!(importance_free_energy(&[0.0], &[f64::NEG_INFINITY], 0).is_err());
         assert!(importance_free_energy(&[f64::INFINITY], &[0.0], 0).is_err());
+    }
+
+    #[test]
+    fn labels_combine_in_log_space_and_missing_ones_are_none() {
+        // Far apart in F, still finite (log space).
+        let a = WeightedLabel { free_energy_kt: 1000.0, ess: 1.0 };
+        let b = WeightedLabel { free_energy_kt: 0.0, ess: 1.0 };
+        let c = WeightedLabel::combine(Some(a), Some(b)).unwrap();
+        assert!((c.free_energy_kt - 2f64.ln()).abs() < 1e-12);
+        assert_eq!(WeightedLabel::combine(Some(a), None), Some(a));
+        assert_eq!(WeightedLabel::combine(None, None), None);
+        assert!(with_mean_ess(&[None]).iter().all(Option::is_none));
+        // No label where every weight is zero or clipped away; errors on malformed input.
+        let ninf = f64::NEG_INFINITY;
+        assert_eq!(label_or_none(&[ninf; 3], &[0.0; 3], 0).unwrap(), None);
+        assert_eq!(label_or_none(&[0.0, ninf, ninf], &[0.0; 3], 1).unwrap(), None);
+        let l = label_or_none(&[0.0, 0.0], &[0.0; 2], 0).unwrap().unwrap();
+        assert!(l.free_energy_kt.abs() < 1e-15 && (l.ess - 2.0).abs() < 1e-14);
+        assert!(label_or_none(&[f64::NAN, 0.0], &[0.0; 2], 0).is_err());
+        assert!(label_or_none(&[0.0], &[0.0; 2], 0).is_err());
+        assert!(label_or_none(&[0.0], &[ninf], 0).is_err());
+        assert!(label_or_none(&[0.0], &[0.0], 1).is_err());
     }
 
     #[test]

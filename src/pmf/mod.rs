@@ -10,4 +10,6 @@ pub mod ensemble;
 pub mod labels;
 
 pub use ensemble::{CgFeatures, EnsembleConfig, FitReport, PmfEnsemble, PmfPrecision};
-pub use labels::{importance_free_energy, labels_for_points, LabelEstimate};
+pub use labels::{
+    importance_free_energy, label_or_none, labels_for_points, with_mean_ess, LabelEstimate, WeightedLabel,
+};

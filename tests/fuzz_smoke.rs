@@ -286,14 +286,14 @@ fn model_checkpoint_and_method_files_survive_mutations() {
     let al = AldpAl::new(AldpAlConfig::tiny(), &system, &platform, &structure.positions_nm, None).expect("al");
     let state = al.start(AlMode::ActiveLearning, &mut |_| {}).expect("start");
     let run = dir.path().join("run");
-    cgflow::io::al_checkpoint::save_al_state(&run, al.config(), &state).expect("save state");
+    cgflow::al::checkpoint::save_al_state(&run, al.config(), &state).expect("save state");
     let model = dir.path().join("model");
     let info =
-        cgflow::io::molecule_model::MoleculeModelInfo::aldp(&system, &structure.positions_nm, 300.0).expect("info");
-    cgflow::io::molecule_model::save_molecule_model(&model, &state.flow, &info).expect("save model");
+        cgflow::flow::molecule_model::MoleculeModelInfo::aldp(&system, &structure.positions_nm, 300.0).expect("info");
+    cgflow::flow::molecule_model::save_molecule_model(&model, &state.flow, &info).expect("save model");
     let cpu = candle_core::Device::Cpu;
 
-    let load_model = || cgflow::io::molecule_model::load_molecule_model(&model, &cpu).is_ok();
+    let load_model = || cgflow::flow::molecule_model::load_molecule_model(&model, &cpu).is_ok();
     for (name, file, rng_seed) in [("flow.json", "flow.json", 11), ("molecule.json", "molecule.json", 12)] {
         let path = model.join(file);
         let seed = std::fs::read(&path).expect("seed");
@@ -325,7 +325,7 @@ fn model_checkpoint_and_method_files_survive_mutations() {
             .sum();
     fuzz_with_companions("al checkpoint state.json", &seed, companions, 14, |b| {
         std::fs::write(&state_path, b).expect("write");
-        cgflow::io::al_checkpoint::load_al_state(&run, &al).is_ok()
+        cgflow::al::checkpoint::load_al_state(&run, &al).is_ok()
     });
 
     let points = b"evaluations,kld,wall_s\n# from a run\n1.2e5, 0.31, 12.5\n4.4e5 0.052 40\n1.86e6,0.0078,1043\n";

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::al::aldp::{AlEvent, AlMode, AldpAl, AldpAlConfig, AldpAlState, AldpIteration};
-use crate::io::al_checkpoint::{has_al_state, load_al_state, save_al_state};
-use crate::io::molecule_model::{save_model_system, save_molecule_model, MoleculeModelInfo};
+use crate::al::checkpoint::{has_al_state, load_al_state, save_al_state};
+use crate::flow::molecule_model::{save_model_system, save_molecule_model, MoleculeModelInfo};
 use crate::openmm::{Platform, System};
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, ValueEnum};

@@ -11,9 +11,9 @@ use rand::SeedableRng;
 use crate::backmap::{backmap, BackmapConfig, Backmapped};
 use crate::energy::{OpenMmEnergy, OpenMmEnergyConfig};
 use crate::flow::molecular::ConditionalMolecularTarget;
+use crate::flow::molecule_model::{load_molecule_model, model_system};
 use crate::io::cg_points::read_cg_points;
 use crate::io::dcd::DcdWriter;
-use crate::io::molecule_model::{load_molecule_model, model_system};
 use crate::openmm::Platform;
 use crate::units::AngleUnit;
 
@@ -158,8 +158,11 @@ pub fn run(args: BackmapArgs) -> Result<()> {
         }
     }
     let table = args.out.with_extension("csv");
-    std::fs::write(&table, csv(&result, &cg, cg_dims, info.cg == crate::io::molecule_model::CgDefinition::AldpPhiPsi))
-        .with_context(|| format!("writing {}", table.display()))?;
+    std::fs::write(
+        &table,
+        csv(&result, &cg, cg_dims, info.cg == crate::flow::molecule_model::CgDefinition::AldpPhiPsi),
+    )
+    .with_context(|| format!("writing {}", table.display()))?;
     print_summary(&args, &table, &result, crate::units::kt_kj_per_mol(info.temperature_k));
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! Normalizing flows on candle: rational-quadratic spline and affine couplings, residual-MLP
-//! conditioners, base distributions, and their training by example and by energy.
+//! conditioners, base distributions, and their training by example and by energy; flows saved
+//! with their optimiser state ([`checkpoint`]) and conditional molecular flows saved as model
+//! files with their molecule ([`molecule_model`]).
 //!
 //! The hot paths (spline and affine transforms with their log-determinants, bias + ReLU with the
 //! bias gradient, angle embeddings) are fused custom ops with hand-written backward passes
@@ -7,6 +9,7 @@
 
 pub mod base;
 pub mod bg;
+pub mod checkpoint;
 pub mod coupling;
 #[allow(clippy::module_inception)]
 pub mod flow;
@@ -14,6 +17,7 @@ pub mod ising_bg;
 pub mod linear;
 pub mod mlp;
 pub mod molecular;
+pub mod molecule_model;
 pub mod ops;
 pub mod optim;
 pub mod params;

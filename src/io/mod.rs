@@ -9,16 +9,13 @@
 //! in ångström unless their first comment line says `nm` (see [`xyz::read_xyz`]), and `.npy`
 //! arrays are taken to be in nanometres.
 
-pub mod al_checkpoint;
 pub mod cg_points;
 pub mod checkpoint;
 pub mod cv_histograms;
 pub mod cv_run;
 pub mod dcd;
-pub mod flow_checkpoint;
 pub mod inpcrd;
 pub mod method_points;
-pub mod molecule_model;
 pub mod npy;
 pub mod pdb;
 pub mod plot;

@@ -2,7 +2,7 @@
 //! exactly where an uninterrupted one does.
 
 use cgflow::al::aldp::{AlMode, AldpAl, AldpAlConfig};
-use cgflow::io::al_checkpoint::{load_al_state, save_al_state};
+use cgflow::al::checkpoint::{load_al_state, save_al_state};
 use cgflow::openmm::{Platform, System};
 
 use crate::util::{aldp as aldp_file, min_energy_positions, root};

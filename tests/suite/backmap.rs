@@ -11,10 +11,10 @@ use cgflow::coords::aldp::{self, Chirality};
 use cgflow::coords::geometry::wrap_angle;
 use cgflow::energy::{Batch, EnergyModel, OpenMmEnergy, OpenMmEnergyConfig};
 use cgflow::flow::molecular::{ConditionalMolecularTarget, ConditionalMolecule};
+use cgflow::flow::molecule_model::{load_molecule_model, save_model_system, save_molecule_model, MoleculeModelInfo};
 use cgflow::flow::optim::{Adam, AdamConfig};
 use cgflow::flow::train::{ml_loss, TargetEnergy};
 use cgflow::flow::{CouplingKind, Flow, FlowSpec, Precision};
-use cgflow::io::molecule_model::{load_molecule_model, save_model_system, save_molecule_model, MoleculeModelInfo};
 use cgflow::md::{WalkerConfig, Walkers};
 use cgflow::openmm::{Platform, System};
 use rand::seq::SliceRandom;
@@ -309,7 +309,7 @@ fn malformed_missing_and_mismatched_models_are_clear_errors() {
     assert!(m.contains("does not fit the molecule aldp-phi-psi") && m.contains("58 dims, context width 4"), "{m}");
     assert!(!refused.exists());
     let other = dir.path().join("other");
-    cgflow::io::flow_checkpoint::save_flow(&other, &toy, None).expect("save flow");
+    cgflow::flow::checkpoint::save_flow(&other, &toy, None).expect("save flow");
     let m = load(&other);
     assert!(m.contains("no molecule.json"), "{m}");
     std::fs::write(other.join("molecule.json"), &molecule_json).expect("write");
@@ -528,7 +528,7 @@ fn cli_rejects_bad_cg_files_other_systems_other_architectures_and_missing_files(
     let other = dir.path().join("other");
     let toy =
         Flow::new(&FlowSpec { dims: 6, circular: vec![1], context: 3, ..small_spec(1) }, &Device::Cpu).expect("toy");
-    cgflow::io::flow_checkpoint::save_flow(&other, &toy, None).expect("save flow");
+    cgflow::flow::checkpoint::save_flow(&other, &toy, None).expect("save flow");
     let m = fail(backmap_args(&other, &good));
     assert!(m.contains("no molecule.json"), "{m}");
     std::fs::copy(t.dir.join("molecule.json"), other.join("molecule.json")).expect("copy");

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use cgflow::error::Error;
+use cgflow::flow::checkpoint::{load_flow, load_weights, save_flow, TrainingState};
 use cgflow::flow::optim::{Adam, AdamConfig};
 use cgflow::flow::{CouplingKind, Flow, FlowSpec, Precision};
-use cgflow::io::flow_checkpoint::{load_flow, load_weights, save_flow, TrainingState};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;

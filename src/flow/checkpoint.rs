@@ -121,7 +121,7 @@ struct RngHeader {
 }
 
 fn digest(bytes: &[u8]) -> WeightsDigest {
-    WeightsDigest { bytes: bytes.len() as u64, fnv1a64: super::fnv1a64_hex(bytes) }
+    WeightsDigest { bytes: bytes.len() as u64, fnv1a64: crate::io::fnv1a64_hex(bytes) }
 }
 
 fn hex(bytes: &[u8]) -> String {

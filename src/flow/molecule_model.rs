@@ -40,7 +40,7 @@
 //! crash in between leaves a folder that either lacks `molecule.json` (refused on loading) or
 //! pairs the old description with the new flow of the same molecule.
 //!
-//! [`flow_checkpoint`]: crate::io::flow_checkpoint
+//! [`flow_checkpoint`]: crate::flow::checkpoint
 
 use std::io::Write;
 use std::path::Path;
@@ -49,9 +49,9 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::flow::checkpoint::{load_flow, save_flow, FLOW_FILE, WEIGHTS_FILE};
 use crate::flow::molecular::ConditionalMolecule;
 use crate::flow::{Flow, FlowSpec};
-use crate::io::flow_checkpoint::{load_flow, save_flow, FLOW_FILE, WEIGHTS_FILE};
 use crate::io::system_fingerprint;
 use crate::openmm::System;
 

@@ -1,6 +1,6 @@
 //! Checkpoints of an alanine-dipeptide active-learning (or grid) run: a folder `checkpoint/`
 //! inside the run folder holding `state.json` (points, log, costs, counters and the settings),
-//! `flow/` (a flow checkpoint with the optimiser state, see [`super::flow_checkpoint`]) and
+//! `flow/` (a flow checkpoint with the optimiser state, see [`crate::flow::checkpoint`]) and
 //! `ensemble.safetensors`.
 //!
 //! A new checkpoint is written to `checkpoint.tmp/` and then swapped in by renames (the previous
@@ -16,9 +16,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::flow_checkpoint::{load_flow, save_flow, TrainingState};
 use crate::al::aldp::{AlMode, AldpAl, AldpAlConfig, AldpAlState, AldpIteration, CostBreakdown, PointSets};
 use crate::error::{Error, Result};
+use crate::flow::checkpoint::{load_flow, save_flow, TrainingState};
 
 /// Format tag of `state.json`.
 pub const FORMAT: &str = "cgflow-aldp-al-state";
@@ -85,12 +85,12 @@ pub fn save_al_state(run: &Path, config: &AldpAlConfig, state: &AldpAlState) -> 
         reference_energy: state.reference_energy,
         converged: state.converged,
         ensemble_fits: state.ensemble.fits(),
-        ensemble_fnv1a64: Some(super::fnv1a64_hex(
+        ensemble_fnv1a64: Some(crate::io::fnv1a64_hex(
             &std::fs::read(&ensemble_path).map_err(|e| Error::io(&ensemble_path, e))?,
         )),
     };
     let json = serde_json::to_string_pretty(&file).map_err(|e| Error::invalid(e.to_string()))?;
-    super::write_file(&tmp.join("state.json"), json)?;
+    crate::io::write_file(&tmp.join("state.json"), json)?;
     let (current, old) = (checkpoint_dir(run), run.join("checkpoint.old"));
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
@@ -112,7 +112,7 @@ pub fn load_al_state(run: &Path, al: &AldpAl) -> Result<AldpAlState> {
     let dir =
         if checkpoint_dir(run).join("state.json").exists() { checkpoint_dir(run) } else { run.join("checkpoint.old") };
     let state_path = dir.join("state.json");
-    let text = super::read_text(&state_path)?;
+    let text = crate::io::read_text(&state_path)?;
     let file: StateFile = serde_json::from_str(&text).map_err(|e| Error::parse(&state_path, e.to_string()))?;
     if file.format != FORMAT || file.version != VERSION {
         return Err(Error::parse(&state_path, format!("not a {FORMAT} version {VERSION} file")));
@@ -140,7 +140,7 @@ pub fn load_al_state(run: &Path, al: &AldpAl) -> Result<AldpAlState> {
     let ensemble_path = dir.join("ensemble.safetensors");
     let bytes = std::fs::read(&ensemble_path).map_err(|e| Error::io(&ensemble_path, e))?;
     if let Some(expected) = &file.ensemble_fnv1a64 {
-        let found = super::fnv1a64_hex(&bytes);
+        let found = crate::io::fnv1a64_hex(&bytes);
         if &found != expected {
             return Err(Error::parse(
                 &ensemble_path,

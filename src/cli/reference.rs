@@ -165,6 +165,16 @@ fn histogram_run_state(
     Ok((vec![state], evaluations, kept[0].0, run.steps_per_frame))
 }
 
+/// Samples of the states given by their samples (not binned).
+fn sampled_count(states: &[BiasedSamples]) -> usize {
+    states.iter().filter(|s| s.count_blocks.is_empty()).map(|s| s.samples.len()).sum()
+}
+
+/// Draws of the binned states, as weighed in the estimate.
+fn binned_count(states: &[BiasedSamples]) -> f64 {
+    states.iter().filter(|s| !s.count_blocks.is_empty()).map(|s| s.total_count()).sum()
+}
+
 /// Reads a histogram run and checks that it is unbiased MD of this System at 300 K.
 fn unbiased_histogram_run(
     dir: &Path,
@@ -455,8 +465,8 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
             }
         }
         inputs.push(serde_json::json!({"folder": dir, "states": s.len(),
-            "samples": s.iter().map(|st| st.total_count()).sum::<f64>(), "evaluations": e,
-            "binned": s.iter().any(|st| !st.count_blocks.is_empty()), "count_scale": count_scale}));
+            "samples": sampled_count(&s), "binned_frames": binned_count(&s) / count_scale, "evaluations": e,
+            "count_scale": count_scale}));
         evaluations += e;
         states.extend(s);
     }
@@ -514,7 +524,8 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
             "tolerance": config.tolerance, "bootstrap_replicates": args.bootstrap, "bootstrap_blocks_per_window": args.blocks,
             "seed": args.seed, "md_skip_steps": args.md_skip_steps},
         "inputs": inputs, "energy_evaluations": evaluations,
-        "samples": states.iter().map(|s| s.total_count()).sum::<f64>(),
+        "samples": sampled_count(&states),
+        "binned_md_frames_weighted": binned_count(&states),
         "md_histograms": format!("unbiased MD runs that kept histograms enter as binned states: each bin's counts on a {BIN_SUBDIVISIONS} x {BIN_SUBDIVISIONS} sub-grid inside it; MD draws weighed per unit of simulated time like the umbrella samples (count_scale)"),
         "mbar": {"newton_steps": solution.iterations, "max_relative_mismatch": solution.max_relative_mismatch},
         "halves_kld": halves_json,

@@ -243,7 +243,7 @@ fn check_states(states: &[BiasedSamples]) -> Result<()> {
                 s.samples.len()
             )));
         }
-        if !(s.total_count() > 0.0) {
+        if s.total_count() <= 0.0 {
             return Err(Error::invalid(format!("MBAR: state {k} has no draws")));
         }
     }

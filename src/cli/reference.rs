@@ -75,17 +75,27 @@ pub struct ReferenceArgs {
 /// ([`BiasedSamples::binned`]).
 const BIN_SUBDIVISIONS: usize = 3;
 
-/// The states of one run folder: one per walker (window), with its restraint in kT, or one binned
-/// unbiased state for an MD run that kept histograms; the energy evaluations it cost; the frames of
-/// every walker left out (`skip_steps`, none for umbrella windows); and the MD steps between two
-/// of its samples as used (for the weighting of draws per unit of simulated time).
-fn run_states(
-    dir: &Path,
-    system_xml: &str,
-    system_path: &Path,
-    stride: usize,
-    skip_steps: u64,
-) -> Result<(Vec<BiasedSamples>, f64, u64, u64)> {
+/// The states of one run folder and what they cost.
+struct RunStates {
+    /// One per walker (window), with its restraint in kT, or one binned unbiased state for an MD
+    /// run that kept histograms.
+    states: Vec<BiasedSamples>,
+    /// Whether the run is unbiased MD.
+    unbiased: bool,
+    /// Energy evaluations the run cost.
+    evaluations: f64,
+    /// Frames of every walker left out at the start (none for umbrella windows).
+    skipped_frames: u64,
+    /// Simulated time between two of its samples as used, fs (for the weighting of draws per unit
+    /// of simulated time).
+    fs_per_sample: f64,
+    /// Bins per dimension of a histogram run.
+    histogram_bins: Option<usize>,
+}
+
+/// The states of one run folder, `skip_steps` of every MD walker left out and every `stride`-th
+/// sample kept (see [`RunStates`]).
+fn run_states(dir: &Path, system_xml: &str, system_path: &Path, stride: usize, skip_steps: u64) -> Result<RunStates> {
     if crate::io::cv_histograms::is_histogram_run(dir) {
         return histogram_run_state(dir, system_xml, system_path, skip_steps);
     }
@@ -128,26 +138,35 @@ fn run_states(
             Ok(BiasedSamples::new(bias, series.into_iter().skip(skip_frames).step_by(stride).collect()))
         })
         .collect::<Result<_>>()?;
-    Ok((states, evaluations, skip_frames as u64, run.steps_per_frame * stride as u64))
+    Ok(RunStates {
+        states,
+        unbiased: !umbrella,
+        evaluations,
+        skipped_frames: skip_frames as u64,
+        fs_per_sample: (run.steps_per_frame * stride as u64) as f64 * step_fs(d),
+        histogram_bins: None,
+    })
+}
+
+/// The time step of a run's `cv.json`, fs (umbrella runs, which do not record it, use 1 fs).
+fn step_fs(description: &serde_json::Value) -> f64 {
+    description["step_fs"].as_f64().unwrap_or(1.0)
 }
 
 /// An unbiased MD run that kept cumulative (phi, psi) histograms, as one binned state: the counts
 /// from the first mark at or after `skip_steps` to the last, the stretches between marks as its
-/// blocks. Returns what [`run_states`] does.
-fn histogram_run_state(
-    dir: &Path,
-    system_xml: &str,
-    system_path: &Path,
-    skip_steps: u64,
-) -> Result<(Vec<BiasedSamples>, f64, u64, u64)> {
+/// blocks (at least two, so that it has two halves and a bootstrap). Returns what [`run_states`]
+/// does.
+fn histogram_run_state(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) -> Result<RunStates> {
     let run = unbiased_histogram_run(dir, system_xml, system_path)?;
     let (pair, bins) = phi_psi_pair(&run, dir)?;
     let per_pair = bins * bins;
     let skip_frames = skip_steps.div_ceil(run.steps_per_frame);
     let kept: Vec<&(u64, Vec<f64>)> = run.marks.iter().filter(|(f, _)| *f >= skip_frames).collect();
-    if kept.len() < 2 {
+    if kept.len() < 3 {
         bail!(
-            "{}: {} frames, fewer than two histogram marks at or after the {skip_frames} frames left out",
+            "{}: {} frames, fewer than three histogram marks at or after the {skip_frames} frames left out (an \
+             estimate needs two stretches between marks: one per half)",
             dir.display(),
             run.frames
         );
@@ -162,7 +181,14 @@ fn histogram_run_state(
     let state = BiasedSamples::binned(HarmonicBias2d::UNBIASED, bins, blocks, BIN_SUBDIVISIONS)
         .with_context(|| format!("{}: histograms", dir.display()))?;
     let evaluations = run.walkers as f64 * run.frames as f64 * run.steps_per_frame as f64;
-    Ok((vec![state], evaluations, kept[0].0, run.steps_per_frame))
+    Ok(RunStates {
+        states: vec![state],
+        unbiased: true,
+        evaluations,
+        skipped_frames: kept[0].0,
+        fs_per_sample: run.steps_per_frame as f64 * step_fs(&run.description),
+        histogram_bins: Some(bins),
+    })
 }
 
 /// Samples of the states given by their samples (not binned).
@@ -251,7 +277,8 @@ impl MdBlocks {
 /// run: up to the first mark at or after them).
 fn md_blocks(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) -> Result<MdBlocks> {
     if !crate::io::cv_histograms::is_histogram_run(dir) {
-        let (states, evaluations, skipped_frames, _) = run_states(dir, system_xml, system_path, 1, skip_steps)?;
+        let RunStates { states, evaluations, skipped_frames, .. } =
+            run_states(dir, system_xml, system_path, 1, skip_steps)?;
         if states.iter().any(|s| s.bias != HarmonicBias2d::UNBIASED) {
             bail!("{}: an umbrella run, not unbiased MD", dir.display());
         }
@@ -440,34 +467,52 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
     let mut evaluations = 0.0;
     let mut inputs = Vec::new();
     let folders = args.umbrella.iter().map(|d| (d, true)).chain(args.md.iter().map(|d| (d, false)));
-    // Draws are weighed per unit of simulated time: an MD run's samples count as many umbrella
-    // samples as fit into the time between two of them (MD recorded every 10 steps, umbrella
-    // samples every 50: each MD frame counts 1/5), so that a finely recorded run does not outweigh
-    // the windows by its record interval alone.
-    let mut umbrella_steps_per_sample = None;
+    let mut runs = Vec::new();
     for (dir, is_umbrella) in folders {
-        let (mut s, e, _, steps_per_sample) =
-            run_states(dir, &system_xml, &args.system, args.stride, args.md_skip_steps)?;
-        if is_umbrella != s.iter().all(|st| st.bias != HarmonicBias2d::UNBIASED) {
+        let run = run_states(dir, &system_xml, &args.system, args.stride, args.md_skip_steps)?;
+        if is_umbrella != run.states.iter().all(|st| st.bias != HarmonicBias2d::UNBIASED) {
             bail!(
                 "{}: passed as {} but holds another kind of run",
                 dir.display(),
                 if is_umbrella { "--umbrella" } else { "--md" }
             );
         }
-        let mut count_scale = 1.0;
-        if is_umbrella {
-            umbrella_steps_per_sample.get_or_insert(steps_per_sample);
-        } else if let Some(u) = umbrella_steps_per_sample {
-            count_scale = steps_per_sample as f64 / u as f64;
-            if count_scale != 1.0 {
-                s = s.into_iter().map(|st| st.with_counts_scaled(count_scale)).collect::<crate::error::Result<_>>()?;
+        if let Some(md_bins) = run.histogram_bins {
+            if md_bins % args.bins != 0 {
+                bail!(
+                    "{}: a {md_bins} x {md_bins} histogram does not nest in the {b} x {b} grid of --bins {b}: use a \
+                     --bins that divides {md_bins}",
+                    dir.display(),
+                    b = args.bins
+                );
             }
         }
+        runs.push((dir, run));
+    }
+    // Draws are weighed per unit of simulated time: a folder's samples count as many samples of the
+    // most finely recorded umbrella folder (of any folder, without umbrella runs) as fit into the
+    // time between two of them (MD frames every 10 fs beside umbrella samples every 50 fs count 1/5
+    // each), so that a finely recorded run does not outweigh the others by its record interval
+    // alone. MBAR is unchanged by a common factor on every count, so only the ratios matter.
+    let finest = |umbrella_only: bool| {
+        runs.iter()
+            .filter(|(_, r)| !(umbrella_only && r.unbiased))
+            .map(|(_, r)| r.fs_per_sample)
+            .fold(f64::INFINITY, f64::min)
+    };
+    let unit_fs = if finest(true).is_finite() { finest(true) } else { finest(false) };
+    for (dir, run) in runs {
+        let count_scale = run.fs_per_sample / unit_fs;
+        let s = if count_scale == 1.0 {
+            run.states
+        } else {
+            run.states.into_iter().map(|st| st.with_counts_scaled(count_scale)).collect::<crate::error::Result<_>>()?
+        };
         inputs.push(serde_json::json!({"folder": dir, "states": s.len(),
-            "samples": sampled_count(&s), "binned_frames": binned_count(&s) / count_scale, "evaluations": e,
-            "count_scale": count_scale}));
-        evaluations += e;
+            "samples": sampled_count(&s), "binned_frames": binned_count(&s) / count_scale,
+            "frames_left_out_per_walker": run.skipped_frames, "evaluations": run.evaluations,
+            "fs_per_sample": run.fs_per_sample, "count_scale": count_scale}));
+        evaluations += run.evaluations;
         states.extend(s);
     }
     let config = MbarConfig::default();
@@ -488,8 +533,10 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
         &mut rng,
     )?;
     let [first, second] = mbar::split_halves(&states);
-    let (_, p1) = mbar::dihedral_probabilities(&first, args.bins, &config, Some(&solution.free_energies_kt))?;
-    let (_, p2) = mbar::dihedral_probabilities(&second, args.bins, &config, Some(&solution.free_energies_kt))?;
+    // The full solution starts each half's solve where the half keeps every state.
+    let start = |half: &[BiasedSamples]| (half.len() == states.len()).then_some(&solution.free_energies_kt[..]);
+    let (_, p1) = mbar::dihedral_probabilities(&first, args.bins, &config, start(&first))?;
+    let (_, p2) = mbar::dihedral_probabilities(&second, args.bins, &config, start(&second))?;
     let grid = BinGrid::dihedral(args.bins);
     let mut halves_json = serde_json::Map::new();
     for kernel in [0.0, 1.0, 2.0] {
@@ -519,7 +566,7 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
 
     let mut report = serde_json::json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
-        "estimator": "MBAR (binless: each window's bias at each sample), Newton with a line search",
+        "estimator": "MBAR (each window's bias at each sample; MD histograms on a sub-grid of each bin), Newton with a line search",
         "settings": {"stride": args.stride, "bins": b, "bias_cutoff_kt": config.bias_cutoff_kt,
             "tolerance": config.tolerance, "bootstrap_replicates": args.bootstrap, "bootstrap_blocks_per_window": args.blocks,
             "seed": args.seed, "md_skip_steps": args.md_skip_steps},

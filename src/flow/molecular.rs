@@ -358,10 +358,15 @@ impl ConditionalMolecularTarget {
             .collect())
     }
 
-    /// ln p(s, x_perp) = -u(x) + ln|det dx/dz| per row (-inf for invalid structures), unnormalised.
+    /// ln p(s, x_perp) = -u(x) + ln|det dx/dz| per row (-inf for invalid structures and for
+    /// non-finite energies, as [`Self::log_density_of_energies`]), unnormalised.
     pub fn log_density(&self, fine: &[f64], cg_rad: &[f64]) -> Result<Vec<f64>> {
         let e = self.evaluate(fine, cg_rad)?;
-        Ok(e.reduced_energies.iter().zip(&e.structures.log_det_dx_dz).map(|(u, ld)| -u + ld).collect())
+        Ok(e.reduced_energies
+            .iter()
+            .zip(&e.structures.log_det_dx_dz)
+            .map(|(u, ld)| if u.is_finite() { -u + ld } else { f64::NEG_INFINITY })
+            .collect())
     }
 }
 

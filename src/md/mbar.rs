@@ -94,8 +94,8 @@ impl BiasedSamples {
     /// (row-major, first angle first), given as the histograms of consecutive stretches of the run
     /// (`blocks`, each `bins * bins` counts; the whole run is their sum). Each occupied bin becomes
     /// `subdivisions^2` samples on a uniform sub-grid inside it, sharing the bin's count: MBAR then
-    /// evaluates every other state's bias across the bin rather than at its centre, which is exact
-    /// for a density uniform within a bin (the error is second order in the bin width). Meant for
+    /// evaluates every other state's bias across the bin rather than at its centre (a midpoint rule
+    /// for a density uniform within the bin; the errors are second order in the bin width). Meant for
     /// unbiased MD histograms, whose own bias is zero everywhere. Errors on no blocks, blocks of
     /// the wrong size, negative or non-finite counts, no count at all, or zero `subdivisions`.
     ///
@@ -246,6 +246,9 @@ fn check_states(states: &[BiasedSamples]) -> Result<()> {
         if s.total_count() <= 0.0 {
             return Err(Error::invalid(format!("MBAR: state {k} has no draws")));
         }
+        if s.count_blocks.iter().any(|b| b.len() != s.samples.len()) {
+            return Err(Error::invalid(format!("MBAR: state {k} has count blocks of another length than its samples")));
+        }
     }
     Ok(())
 }
@@ -325,6 +328,10 @@ fn pass(states: &[BiasedSamples], f: &[f64], config: &MbarConfig, hessian_stride
             || (Pass::zero(n_states, hessian_stride.is_some()), Vec::new()),
             |(mut out, mut terms), (owner, s)| -> Result<(Pass, Vec<(usize, f64)>)> {
                 for (i, &x) in s.samples.iter().enumerate() {
+                    let count = s.count(i);
+                    if count == 0.0 {
+                        continue;
+                    }
                     let log_d = terms_at(x, states, &log_n_plus_f, config.bias_cutoff_kt, &mut terms);
                     if !log_d.is_finite() {
                         return Err(Error::invalid(format!(
@@ -332,7 +339,6 @@ fn pass(states: &[BiasedSamples], f: &[f64], config: &MbarConfig, hessian_stride
                              below the cutoff, or the free energies are out of range"
                         )));
                     }
-                    let count = s.count(i);
                     out.objective += count * log_d;
                     for &(k, w) in terms.iter() {
                         out.gradient[k] += count * w;
@@ -450,8 +456,9 @@ impl MbarSolution {
                 s.samples
                     .iter()
                     .enumerate()
-                    .map(|(i, &x)| {
-                        s.count(i).ln() - terms_at(x, states, &log_n_plus_f, config.bias_cutoff_kt, &mut terms)
+                    .map(|(i, &x)| match s.count(i) {
+                        0.0 => f64::NEG_INFINITY,
+                        c => c.ln() - terms_at(x, states, &log_n_plus_f, config.bias_cutoff_kt, &mut terms),
                     })
                     .collect()
             })
@@ -568,7 +575,7 @@ pub fn split_halves(states: &[BiasedSamples]) -> [Vec<BiasedSamples>; 2] {
                 if s.count_blocks.is_empty() {
                     let mid = s.samples.len() / 2;
                     let part = if first { &s.samples[..mid] } else { &s.samples[mid..] };
-                    return (!part.is_empty()).then(|| BiasedSamples {
+                    let half = BiasedSamples {
                         samples: part.to_vec(),
                         counts: if s.counts.is_empty() {
                             vec![]
@@ -578,7 +585,8 @@ pub fn split_halves(states: &[BiasedSamples]) -> [Vec<BiasedSamples>; 2] {
                             s.counts[mid..].to_vec()
                         },
                         ..s.clone()
-                    });
+                    };
+                    return (!half.samples.is_empty() && half.total_count() > 0.0).then_some(half);
                 }
                 let sizes: Vec<f64> = s.count_blocks.iter().map(|b| b.iter().sum()).collect();
                 let total: f64 = sizes.iter().sum();

@@ -83,7 +83,9 @@ impl UmbrellaPlan {
         }
         all.filter(|&i| {
             let c = self.lattice_centre(i);
-            self.centre_boxes_rad.iter().any(|b| (0..2).all(|d| b[d][0] <= c[d] && c[d] <= b[d][1]))
+            // A centre on a box's edge (given in degrees, converted) is inside despite round-off.
+            let slack = 1e-9;
+            self.centre_boxes_rad.iter().any(|b| (0..2).all(|d| b[d][0] - slack <= c[d] && c[d] <= b[d][1] + slack))
         })
         .collect()
     }
@@ -103,7 +105,7 @@ impl UmbrellaPlan {
         }
     }
 
-    /// Centre (CV 1, CV 2) of window `w`; windows are ordered CV-1-major.
+    /// Centre (CV 1, CV 2) of window `w` (`w < windows()`); windows are ordered CV-1-major.
     pub fn centre(&self, w: usize) -> [f64; 2] {
         if self.centre_boxes_rad.is_empty() {
             self.lattice_centre(w)

@@ -175,23 +175,17 @@ impl WeightedLabel {
     }
 }
 
-/// [`importance_free_energy`] where a point that cannot be estimated (every weight zero, or a
-/// non-finite result) has no label rather than an error: in active learning a CG point on a
-/// barrier can have every flow sample clash, and is then left out of the fit. Errors only on
-/// malformed input (lengths, NaN, `ln q` not finite).
+/// [`importance_free_energy`] where a point that cannot be estimated has no label rather than an
+/// error: in active learning a CG point on a barrier can have every flow sample clash, and is then
+/// left out of the fit. No label (None) for: every weight zero or clipped away, no more samples
+/// than `clip_top_k`, a NaN or `+inf` ln p, a non-finite ln q, or a non-finite result. Errors only
+/// when the lengths of `log_p` and `log_q` differ (a caller's mistake, not a property of the
+/// samples).
 pub fn label_or_none(log_p: &[f64], log_q: &[f64], clip_top_k: usize) -> Result<Option<WeightedLabel>> {
-    match importance_free_energy(log_p, log_q, clip_top_k) {
-        Ok(l) if l.free_energy_kt.is_finite() => Ok(Some(l.into())),
-        Ok(_) => Ok(None),
-        Err(e) => {
-            // Malformed input is an error; every weight zero (or clipped away) is no label.
-            log_weights(log_p, log_q)?;
-            if log_p.len() <= clip_top_k {
-                return Err(e);
-            }
-            Ok(None)
-        }
+    if log_p.len() != log_q.len() {
+        return Err(Error::invalid(format!("{} values of ln p but {} of ln q", log_p.len(), log_q.len())));
     }
+    Ok(importance_free_energy(log_p, log_q, clip_top_k).ok().filter(|l| l.free_energy_kt.is_finite()).map(Into::into))
 }
 
 /// The estimates with each ESS replaced by the mean ESS of all of them: the weights of a step's
@@ -247,10 +241,10 @@ mod tests {
         assert_eq!(label_or_none(&[0.0, ninf, ninf], &[0.0; 3], 1).unwrap(), None);
         let l = label_or_none(&[0.0, 0.0], &[0.0; 2], 0).unwrap().unwrap();
         assert!(l.free_energy_kt.abs() < 1e-15 && (l.ess - 2.0).abs() < 1e-14);
-        assert!(label_or_none(&[f64::NAN, 0.0], &[0.0; 2], 0).is_err());
+        assert_eq!(label_or_none(&[f64::NAN, 0.0], &[0.0; 2], 0).unwrap(), None);
+        assert_eq!(label_or_none(&[0.0], &[ninf], 0).unwrap(), None);
+        assert_eq!(label_or_none(&[0.0], &[0.0], 1).unwrap(), None);
         assert!(label_or_none(&[0.0], &[0.0; 2], 0).is_err());
-        assert!(label_or_none(&[0.0], &[ninf], 0).is_err());
-        assert!(label_or_none(&[0.0], &[0.0], 1).is_err());
     }
 
     #[test]

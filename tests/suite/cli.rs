@@ -720,3 +720,103 @@ fn md_histogram_runs_match_their_cv_values_and_resume_and_migrate() {
     }
     assert_eq!(m.marks.last().map(|m| m.0), Some(300));
 }
+
+#[test]
+fn reference_takes_md_histograms_as_a_binned_state_weighed_per_unit_of_time() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let system = aldp("aldp_obc1.xml");
+    let (md, umbrella, out) = (dir.path().join("md"), dir.path().join("umbrella"), dir.path().join("ref"));
+    let start = aldp("min_energy.pdb");
+    let ok = |args: &[&str]| {
+        let o = cgflow(args, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    ok(&[
+        "md",
+        "--system",
+        path(&system),
+        "--positions",
+        path(&start),
+        "--out",
+        path(&md),
+        "--walkers",
+        "2",
+        "--steps",
+        "3000",
+        "--record-every",
+        "10",
+        "--histogram-bins",
+        "12",
+        "--dcd-walkers",
+        "0",
+        "--property",
+        "Threads=1",
+    ]);
+    // Umbrella samples every 20 steps, MD frames every 10: each MD frame counts 1/2.
+    ok(&[
+        "umbrella",
+        "--system",
+        path(&system),
+        "--out",
+        path(&umbrella),
+        "--windows",
+        "3",
+        "--steps",
+        "1200",
+        "--equilibrate",
+        "200",
+        "--record-every",
+        "20",
+        "--bins",
+        "12",
+        "--no-analysis",
+    ]);
+    assert!(!umbrella.join("report.json").exists(), "--no-analysis analysed");
+    let shape = cgflow::io::npy::read_npy(&umbrella.join("final_positions_nm.npy")).expect("final positions").shape;
+    assert_eq!(shape, vec![9, 22, 3]);
+    let reference = |bins: &str, extra: &[&str]| {
+        let mut a = vec![
+            "reference",
+            "--system",
+            path(&system),
+            "--umbrella",
+            path(&umbrella),
+            "--md",
+            path(&md),
+            "--out",
+            path(&out),
+            "--bins",
+            bins,
+            "--bootstrap",
+            "2",
+            "--no-wham",
+        ];
+        a.extend_from_slice(extra);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let args = reference("12", &["--md-skip-steps", "500"]);
+    ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).expect("report")).expect("json");
+    let inputs = report["inputs"].as_array().expect("inputs");
+    assert_eq!(inputs[0]["count_scale"], 1.0);
+    assert_eq!(inputs[0]["samples"], 9 * 60);
+    assert_eq!(inputs[1]["count_scale"], 0.5);
+    // Frames from the first mark at or after 50 (500 steps) to 300, for 2 walkers.
+    let left_out = inputs[1]["frames_left_out_per_walker"].as_f64().expect("left out");
+    assert!((50.0..100.0).contains(&left_out), "{left_out}");
+    assert_eq!(inputs[1]["binned_frames"], 2.0 * (300.0 - left_out));
+    assert_eq!(report["binned_md_frames_weighted"], (300.0 - left_out));
+    assert!(report["halves_kld"]["kernel_1_bins"].as_f64().is_some_and(|v| v.is_finite() && v > 0.0));
+    let p = cgflow::io::npy::read_npy(&out.join("reference_probabilities.npy")).expect("p").data;
+    assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+
+    // A grid the histogram does not nest in, and a run with fewer than two stretches after the
+    // frames left out, are clear errors.
+    let args = reference("5", &["--md-skip-steps", "500"]);
+    let e = failing(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(e.contains("does not nest"), "{e}");
+    let args = reference("12", &["--md-skip-steps", "2990"]);
+    let e = failing(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(e.contains("fewer than three histogram marks"), "{e}");
+}

@@ -153,41 +153,74 @@ fn step_fs(description: &serde_json::Value) -> f64 {
     description["step_fs"].as_f64().unwrap_or(1.0)
 }
 
-/// An unbiased MD run that kept cumulative (phi, psi) histograms, as one binned state: the counts
-/// from the first mark at or after `skip_steps` to the last, the stretches between marks as its
-/// blocks (at least two, so that it has two halves and a bootstrap). Returns what [`run_states`]
-/// does.
-fn histogram_run_state(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) -> Result<RunStates> {
+/// The (phi, psi) counts of an unbiased MD histogram run between consecutive marks, from the first
+/// mark at or after `skip_steps` to the last.
+struct HistogramStretches {
+    run: crate::io::cv_histograms::CvHistogramRun,
+    /// Bins per dimension.
+    bins: usize,
+    /// Frames of every walker left out (the first mark kept).
+    skipped_frames: u64,
+    /// Counts per stretch, `bins * bins` each.
+    stretches: Vec<Vec<f64>>,
+}
+
+/// Reads the stretches of a histogram run of unbiased MD; errors on fewer than `at_least` of them
+/// after the frames left out (`why` says what needs them).
+fn histogram_stretches(
+    dir: &Path,
+    system_xml: &str,
+    system_path: &Path,
+    skip_steps: u64,
+    at_least: usize,
+    why: &str,
+) -> Result<HistogramStretches> {
     let run = unbiased_histogram_run(dir, system_xml, system_path)?;
     let (pair, bins) = phi_psi_pair(&run, dir)?;
     let per_pair = bins * bins;
     let skip_frames = skip_steps.div_ceil(run.steps_per_frame);
     let kept: Vec<&(u64, Vec<f64>)> = run.marks.iter().filter(|(f, _)| *f >= skip_frames).collect();
-    if kept.len() < 3 {
+    if kept.len() < at_least + 1 {
         bail!(
-            "{}: {} frames, fewer than three histogram marks at or after the {skip_frames} frames left out (an \
-             estimate needs two stretches between marks: one per half)",
+            "{}: {} frames, fewer than {} histogram marks at or after the {skip_frames} frames left out ({why})",
             dir.display(),
-            run.frames
+            run.frames,
+            at_least + 1
         );
     }
-    let blocks: Vec<Vec<f64>> = kept
+    let stretches = kept
         .windows(2)
         .map(|w| {
             let (before, after) = (&w[0].1[pair * per_pair..][..per_pair], &w[1].1[pair * per_pair..][..per_pair]);
             after.iter().zip(before).map(|(a, b)| a - b).collect()
         })
         .collect();
-    let state = BiasedSamples::binned(HarmonicBias2d::UNBIASED, bins, blocks, BIN_SUBDIVISIONS)
+    let skipped_frames = kept[0].0;
+    Ok(HistogramStretches { run, bins, skipped_frames, stretches })
+}
+
+/// An unbiased MD run that kept cumulative (phi, psi) histograms, as one binned state whose blocks
+/// are the stretches between marks (at least two, so that it has two halves and a bootstrap).
+/// Returns what [`run_states`] does.
+fn histogram_run_state(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) -> Result<RunStates> {
+    let h = histogram_stretches(
+        dir,
+        system_xml,
+        system_path,
+        skip_steps,
+        2,
+        "an estimate needs two stretches between marks: one per half",
+    )?;
+    let state = BiasedSamples::binned(HarmonicBias2d::UNBIASED, h.bins, h.stretches, BIN_SUBDIVISIONS)
         .with_context(|| format!("{}: histograms", dir.display()))?;
-    let evaluations = run.walkers as f64 * run.frames as f64 * run.steps_per_frame as f64;
+    let run = &h.run;
     Ok(RunStates {
         states: vec![state],
         unbiased: true,
-        evaluations,
-        skipped_frames: kept[0].0,
+        evaluations: run.walkers as f64 * run.frames as f64 * run.steps_per_frame as f64,
+        skipped_frames: h.skipped_frames,
         fs_per_sample: run.steps_per_frame as f64 * step_fs(&run.description),
-        histogram_bins: Some(bins),
+        histogram_bins: Some(h.bins),
     })
 }
 
@@ -296,41 +329,28 @@ fn md_blocks(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) 
             bins: None,
         });
     }
-    let run = unbiased_histogram_run(dir, system_xml, system_path)?;
-    let (pair, bins) = phi_psi_pair(&run, dir)?;
-    let per_pair = bins * bins;
-    let skip_frames = skip_steps.div_ceil(run.steps_per_frame);
-    let kept: Vec<&(u64, Vec<f64>)> = run.marks.iter().filter(|(f, _)| *f >= skip_frames).collect();
-    if kept.len() < 2 {
-        bail!(
-            "{}: {} frames, fewer than two histogram marks at or after the {skip_frames} frames left out",
-            dir.display(),
-            run.frames
-        );
-    }
+    let h = histogram_stretches(dir, system_xml, system_path, skip_steps, 1, "the check needs one stretch")?;
     let (mut populations, mut sizes) = (Vec::new(), Vec::new());
-    for window in kept.windows(2) {
-        let (before, after) =
-            (&window[0].1[pair * per_pair..][..per_pair], &window[1].1[pair * per_pair..][..per_pair]);
-        let counts: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    for counts in &h.stretches {
         let total: f64 = counts.iter().sum();
         let p: Vec<f64> = counts.iter().map(|c| c / total).collect();
         populations.push(mbar::grid_region_populations(
             &p,
-            bins,
+            h.bins,
             ramachandran::BASIN_NAMES.len(),
             ramachandran::basin_of,
         )?);
         sizes.push(total);
     }
+    let run = &h.run;
     Ok(MdBlocks {
         populations,
         sizes,
         walkers: run.walkers,
         evaluations: run.walkers as f64 * run.frames as f64 * run.steps_per_frame as f64,
-        skipped_frames: kept[0].0,
+        skipped_frames: h.skipped_frames,
         by_bin_centre: true,
-        bins: Some(bins),
+        bins: Some(h.bins),
     })
 }
 

@@ -818,5 +818,5 @@ fn reference_takes_md_histograms_as_a_binned_state_weighed_per_unit_of_time() {
     assert!(e.contains("does not nest"), "{e}");
     let args = reference("12", &["--md-skip-steps", "2990"]);
     let e = failing(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
-    assert!(e.contains("fewer than three histogram marks"), "{e}");
+    assert!(e.contains("fewer than 3 histogram marks"), "{e}");
 }

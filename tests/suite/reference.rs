@@ -1,7 +1,9 @@
 //! The binless reference estimator (MBAR) against an analytic 2D periodic PMF: synthetic umbrella
 //! windows and an unbiased state, drawn exactly by rejection sampling.
 
-use cgflow::md::mbar::{block_resample, dihedral_probabilities, BiasedSamples, HarmonicBias2d, MbarConfig};
+use cgflow::md::mbar::{
+    block_resample, dihedral_probabilities, BiasedSamples, HarmonicBias2d, MbarConfig, MbarSolution,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::f64::consts::PI;
@@ -72,6 +74,41 @@ fn lattice(n: usize, spring: f64) -> Vec<HarmonicBias2d> {
         .collect()
 }
 
+/// The mean z^2 and the largest |z| of the estimate `p` against `exact`, each bin's error from 40
+/// block-bootstrap replicates (`blocks` per sampled state; binned states draw their own blocks).
+#[allow(clippy::too_many_arguments)]
+fn bootstrap_z(
+    states: &[BiasedSamples],
+    p: &[f64],
+    exact: &[f64],
+    solution: &MbarSolution,
+    config: &MbarConfig,
+    bins: usize,
+    blocks: usize,
+    rng: &mut ChaCha8Rng,
+) -> (f64, f64) {
+    let replicates = 40;
+    let mut sum = vec![0.0; p.len()];
+    let mut sum2 = vec![0.0; p.len()];
+    for _ in 0..replicates {
+        let resampled = block_resample(states, blocks, rng);
+        let (_, q) = dihedral_probabilities(&resampled, bins, config, Some(&solution.free_energies_kt)).expect("boot");
+        for (i, v) in q.iter().enumerate() {
+            sum[i] += v;
+            sum2[i] += v * v;
+        }
+    }
+    let mut z2 = Vec::new();
+    for i in 0..p.len() {
+        let mean = sum[i] / replicates as f64;
+        let se = (sum2[i] / replicates as f64 - mean * mean).max(0.0).sqrt()
+            * (replicates as f64 / (replicates as f64 - 1.0)).sqrt();
+        assert!(se > 0.0, "bin {i} has no spread");
+        z2.push(((p[i] - exact[i]) / se).powi(2));
+    }
+    (z2.iter().sum::<f64>() / z2.len() as f64, z2.iter().fold(0.0f64, |m, v| m.max(v.sqrt())))
+}
+
 #[test]
 fn mbar_recovers_an_analytic_periodic_pmf_within_its_bootstrap_error_bars() {
     let mut rng = ChaCha8Rng::seed_from_u64(17);
@@ -87,27 +124,7 @@ fn mbar_recovers_an_analytic_periodic_pmf_within_its_bootstrap_error_bars() {
     let exact = exact_probabilities(bins);
 
     // Error bars: bootstrap over blocks of 20 samples (the samples are independent).
-    let replicates = 40;
-    let mut sum = vec![0.0; p.len()];
-    let mut sum2 = vec![0.0; p.len()];
-    for _ in 0..replicates {
-        let resampled = block_resample(&states, 100, &mut rng);
-        let (_, q) = dihedral_probabilities(&resampled, bins, &config, Some(&solution.free_energies_kt)).expect("boot");
-        for (i, v) in q.iter().enumerate() {
-            sum[i] += v;
-            sum2[i] += v * v;
-        }
-    }
-    let mut z2 = Vec::new();
-    for i in 0..p.len() {
-        let mean = sum[i] / replicates as f64;
-        let se = (sum2[i] / replicates as f64 - mean * mean).max(0.0).sqrt()
-            * (replicates as f64 / (replicates as f64 - 1.0)).sqrt();
-        assert!(se > 0.0, "bin {i} has no spread");
-        z2.push(((p[i] - exact[i]) / se).powi(2));
-    }
-    let mean_z2 = z2.iter().sum::<f64>() / z2.len() as f64;
-    let max_z = z2.iter().fold(0.0f64, |m, v| m.max(v.sqrt()));
+    let (mean_z2, max_z) = bootstrap_z(&states, &p, &exact, &solution, &config, bins, 100, &mut rng);
     // Consistent error bars give mean z^2 near 1 (144 bins: 0.6-1.6 covers the chi^2 spread and the
     // bootstrap's own noise); a biased estimator or error bars too small fails it.
     assert!((0.6..1.6).contains(&mean_z2), "mean z^2 {mean_z2}, max |z| {max_z}");
@@ -188,27 +205,7 @@ fn mbar_with_binned_unbiased_md_recovers_the_analytic_pmf_within_its_bootstrap_e
     let (solution, p) = dihedral_probabilities(&states, bins, &config, None).expect("mbar");
     assert!(solution.converged, "{solution:?}");
     let exact = exact_probabilities(bins);
-    let replicates = 40;
-    let mut sum = vec![0.0; p.len()];
-    let mut sum2 = vec![0.0; p.len()];
-    for _ in 0..replicates {
-        let resampled = block_resample(&states, 50, &mut rng);
-        let (_, q) = dihedral_probabilities(&resampled, bins, &config, Some(&solution.free_energies_kt)).expect("boot");
-        for (i, v) in q.iter().enumerate() {
-            sum[i] += v;
-            sum2[i] += v * v;
-        }
-    }
-    let mut z2 = Vec::new();
-    for i in 0..p.len() {
-        let mean = sum[i] / replicates as f64;
-        let se = (sum2[i] / replicates as f64 - mean * mean).max(0.0).sqrt()
-            * (replicates as f64 / (replicates as f64 - 1.0)).sqrt();
-        assert!(se > 0.0, "bin {i} has no spread");
-        z2.push(((p[i] - exact[i]) / se).powi(2));
-    }
-    let mean_z2 = z2.iter().sum::<f64>() / z2.len() as f64;
-    let max_z = z2.iter().fold(0.0f64, |m, v| m.max(v.sqrt()));
+    let (mean_z2, max_z) = bootstrap_z(&states, &p, &exact, &solution, &config, bins, 50, &mut rng);
     assert!((0.6..1.6).contains(&mean_z2), "mean z^2 {mean_z2}, max |z| {max_z}");
     assert!(max_z < 4.5, "max |z| {max_z}");
 }

@@ -9,7 +9,7 @@ BIN=${1:-target/release/cgflow}
 OUT=runs/reference-stage3
 "$BIN" reference --umbrella runs/umbrella-stage2 --umbrella runs/umbrella-barrier-c \
   --md data/reference/aldp_md/seed-201 --md data/reference/aldp_md/seed-202 \
-  --out "$OUT" --stride 1 --bootstrap 20 --blocks 10 \
+  --out "$OUT" --stride 1 --bootstrap "${BOOTSTRAP:-20}" --blocks 10 ${EXTRA:-} \
   --check-md results/md_baseline/seed-101 --check-md results/md_baseline/seed-102 \
   --check-md results/md_baseline/seed-103 --check-md results/md_baseline/seed-104 > "$OUT.log" 2>&1
 echo "reference written to $OUT"

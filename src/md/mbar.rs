@@ -184,7 +184,9 @@ impl BiasedSamples {
         Ok(self)
     }
 
-    fn with_counts(&self, counts: Vec<f64>, count_blocks: Vec<Vec<f64>>) -> BiasedSamples {
+    /// The same binned state made of `count_blocks` (its counts their sum).
+    fn with_blocks(&self, count_blocks: Vec<Vec<f64>>) -> BiasedSamples {
+        let counts = (0..self.samples.len()).map(|i| count_blocks.iter().map(|b| b[i]).sum()).collect();
         BiasedSamples { bias: self.bias, samples: self.samples.clone(), counts, count_blocks }
     }
 }
@@ -602,8 +604,8 @@ pub fn split_halves(states: &[BiasedSamples]) -> [Vec<BiasedSamples>; 2] {
                 }
                 let blocks: Vec<Vec<f64>> =
                     if first { s.count_blocks[..split].to_vec() } else { s.count_blocks[split..].to_vec() };
-                let counts: Vec<f64> = (0..s.samples.len()).map(|i| blocks.iter().map(|b| b[i]).sum()).collect();
-                (counts.iter().sum::<f64>() > 0.0).then(|| s.with_counts(counts, blocks))
+                let half = s.with_blocks(blocks);
+                (half.total_count() > 0.0).then_some(half)
             })
             .collect()
     };
@@ -693,8 +695,7 @@ pub fn block_resample<R: rand::Rng>(states: &[BiasedSamples], blocks: usize, rng
                 let drawn: Vec<Vec<f64>> = (0..s.count_blocks.len())
                     .map(|_| s.count_blocks[rng.gen_range(0..s.count_blocks.len())].clone())
                     .collect();
-                let counts = (0..s.samples.len()).map(|i| drawn.iter().map(|b| b[i]).sum()).collect();
-                return s.with_counts(counts, drawn);
+                return s.with_blocks(drawn);
             }
             let n = s.samples.len();
             let blocks = blocks.clamp(1, n);

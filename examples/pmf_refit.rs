@@ -12,7 +12,7 @@
 //! `ensemble.final_lr=1e-4 labels.cap_kt=12 ensemble.members=20`.
 
 use candle_core::Device;
-use cgflow::al::aldp::{grid_centres, AldpAlConfig, FitWeights, LabelConfig, PointSets};
+use cgflow::al::driver::{grid_centres, AlConfig, FitWeights, LabelConfig, PointSets};
 use cgflow::io::npy::read_npy;
 use cgflow::metrics::kl_to_free_energy;
 use cgflow::pmf::{CgFeatures, PmfEnsemble};
@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         *slot = serde_json::from_str(value)?;
     }
-    let config: AldpAlConfig = serde_json::from_value(settings)?;
+    let config: AlConfig = serde_json::from_value(settings)?;
     let points: PointSets = serde_json::from_value(state["points"].clone())?;
     // The loop's own preparation (labelled points, capped, centred); only the weights differ.
     let uniform = points.fit_set(&LabelConfig { fit_weights: FitWeights::Uniform, ..config.labels.clone() })?;

@@ -233,9 +233,9 @@ fn run_folders_survive_mutations() {
         std::fs::write(run.join("cv.f32"), b).expect("write");
         cgflow::io::cv_run::CvRun::read(&run).is_ok()
     });
-    let settings = serde_json::to_vec_pretty(&cgflow::al::aldp::AldpAlConfig::fast()).expect("settings");
+    let settings = serde_json::to_vec_pretty(&cgflow::al::driver::AlConfig::fast()).expect("settings");
     fuzz("al settings", &settings, 10, |b| {
-        serde_json::from_slice::<cgflow::al::aldp::AldpAlConfig>(b).is_ok_and(|c| c.validate().is_ok())
+        serde_json::from_slice::<cgflow::al::driver::AlConfig>(b).is_ok_and(|c| c.validate().is_ok())
     });
 }
 
@@ -274,7 +274,7 @@ fn histogram_run_folders_survive_mutations() {
 #[test]
 fn model_checkpoint_and_method_files_survive_mutations() {
     let _serial = serial();
-    use cgflow::al::aldp::{AlMode, AldpAl, AldpAlConfig};
+    use cgflow::al::driver::{ActiveLearning, AlConfig, AlMode};
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("tmp");
     // A real start of the tiny active-learning preset: its checkpoint and its flow as a model.
@@ -283,7 +283,11 @@ fn model_checkpoint_and_method_files_survive_mutations() {
     let structure =
         cgflow::io::read_positions(&root.join("data/alanine_dipeptide/position_min_energy_nm.xyz")).expect("structure");
     let platform = cgflow::openmm::Platform::new("CPU").expect("platform");
-    let al = AldpAl::new(AldpAlConfig::tiny(), &system, &platform, &structure.positions_nm, None).expect("al");
+    let molecule = cgflow::flow::molecular::ConditionalMolecule::aldp(&structure.positions_nm).expect("molecule");
+    let problem =
+        cgflow::al::molecule::MoleculeProblem::new(molecule, &system, &platform, &structure.positions_nm, vec![])
+            .expect("problem");
+    let al = ActiveLearning::new(AlConfig::tiny(), Box::new(problem)).expect("al");
     let state = al.start(AlMode::ActiveLearning, &mut |_| {}).expect("start");
     let run = dir.path().join("run");
     cgflow::al::checkpoint::save_al_state(&run, al.config(), &state).expect("save state");

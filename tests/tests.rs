@@ -7,6 +7,8 @@ mod util;
 mod al;
 #[path = "suite/al_aldp.rs"]
 mod al_aldp;
+#[path = "suite/al_molecule.rs"]
+mod al_molecule;
 #[path = "suite/backmap.rs"]
 mod backmap;
 #[path = "suite/batched.rs"]

@@ -1,4 +1,4 @@
-//! Checkpoints of an alanine-dipeptide active-learning (or grid) run: a folder `checkpoint/`
+//! Checkpoints of an active-learning (or grid) run: a folder `checkpoint/`
 //! inside the run folder holding `state.json` (points, log, costs, counters and the settings),
 //! `flow/` (a flow checkpoint with the optimiser state, see [`crate::flow::checkpoint`]) and
 //! `ensemble.safetensors`.
@@ -16,11 +16,12 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::al::aldp::{AlMode, AldpAl, AldpAlConfig, AldpAlState, AldpIteration, CostBreakdown, PointSets};
+use crate::al::driver::{ActiveLearning, AlConfig, AlIteration, AlMode, AlState, CostBreakdown, PointSets};
 use crate::error::{Error, Result};
 use crate::flow::checkpoint::{load_flow, save_flow, TrainingState};
 
-/// Format tag of `state.json`.
+/// Format tag of `state.json` (named when only alanine dipeptide was run; kept so that every
+/// earlier checkpoint still loads).
 pub const FORMAT: &str = "cgflow-aldp-al-state";
 /// Version of `state.json`.
 pub const VERSION: u64 = 1;
@@ -30,11 +31,11 @@ pub const VERSION: u64 = 1;
 struct StateFile {
     format: String,
     version: u64,
-    config: AldpAlConfig,
+    config: AlConfig,
     mode: AlMode,
     next_iteration: usize,
     points: PointSets,
-    log: Vec<AldpIteration>,
+    log: Vec<AlIteration>,
     costs: CostBreakdown,
     wall_s: f64,
     reference_energy: f64,
@@ -55,7 +56,7 @@ pub fn has_al_state(run: &Path) -> bool {
 }
 
 /// Saves `state` (run with `config`) into the run folder `run`, atomically.
-pub fn save_al_state(run: &Path, config: &AldpAlConfig, state: &AldpAlState) -> Result<()> {
+pub fn save_al_state(run: &Path, config: &AlConfig, state: &AlState) -> Result<()> {
     std::fs::create_dir_all(run).map_err(|e| Error::io(run, e))?;
     let tmp = run.join("checkpoint.tmp");
     if tmp.exists() {
@@ -108,7 +109,7 @@ pub fn save_al_state(run: &Path, config: &AldpAlConfig, state: &AldpAlState) -> 
 /// Loads the checkpoint of the run folder `run` into the models of `al`. Errors when there is
 /// none, when it is malformed, or when it was written with other settings than `al`'s (the
 /// message names the first differing section).
-pub fn load_al_state(run: &Path, al: &AldpAl) -> Result<AldpAlState> {
+pub fn load_al_state(run: &Path, al: &ActiveLearning) -> Result<AlState> {
     let dir =
         if checkpoint_dir(run).join("state.json").exists() { checkpoint_dir(run) } else { run.join("checkpoint.old") };
     let state_path = dir.join("state.json");
@@ -154,7 +155,7 @@ pub fn load_al_state(run: &Path, al: &AldpAl) -> Result<AldpAlState> {
         ensemble.load_tensors(&tensors)?;
     }
     ensemble.set_fits(file.ensemble_fits);
-    Ok(AldpAlState {
+    Ok(AlState {
         mode: file.mode,
         next_iteration: file.next_iteration,
         flow,

@@ -1,13 +1,15 @@
-//! `cgflow al`: active learning of alanine dipeptide's (phi, psi) PMF; also the runner behind
-//! `cgflow grid` (the grid-conditioning control). Progress bars, a per-iteration log
-//! (`log.jsonl`), PNGs of the PMF and its uncertainty after every iteration, a checkpoint after
-//! every step and `--resume`.
+//! `cgflow al`: active learning of a molecule's CG PMF (alanine dipeptide's (phi, psi) by
+//! default; any System with `--cg`); also the runner behind `cgflow grid` (the
+//! grid-conditioning control). Progress bars, a per-iteration log (`log.jsonl`), PNGs of the PMF
+//! (or of its 2D marginals) and its uncertainty after every iteration, a checkpoint after every
+//! step and `--resume`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::al::aldp::{AlEvent, AlMode, AldpAl, AldpAlConfig, AldpAlState, AldpIteration};
 use crate::al::checkpoint::{has_al_state, load_al_state, save_al_state};
+use crate::al::driver::{ActiveLearning, AlConfig, AlEvent, AlIteration, AlMode, AlState};
+use crate::al::molecule::{MarginalReference, MoleculeProblem, REFERENCE_BINS};
 use crate::flow::molecule_model::{save_model_system, save_molecule_model, MoleculeModelInfo};
 use crate::openmm::{Platform, System};
 use anyhow::{bail, Context as _, Result};
@@ -27,7 +29,7 @@ pub enum Preset {
 /// Arguments shared by `cgflow al` and `cgflow grid`.
 #[derive(Debug, Args)]
 pub struct AlArgs {
-    /// Settings file (JSON; every field documented in `crate::al::aldp::AldpAlConfig`; unknown
+    /// Settings file (JSON; every field documented in `crate::al::driver::AlConfig`; unknown
     /// fields are rejected). Write one to start from with `--print-config`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -46,32 +48,48 @@ pub struct AlArgs {
     /// Stop after this many iterations in this session (the run can be resumed later).
     #[arg(long, value_name = "N")]
     pub iterations: Option<usize>,
-    /// The alanine dipeptide System (ff96 + OBC1).
+    /// The molecule's OpenMM System (NoCutoff nonbonded forces, no constraints).
     #[arg(long, value_name = "XML", default_value = "data/alanine_dipeptide/aldp_obc1.xml")]
     pub system: PathBuf,
-    /// Minimum-energy structure: normalisation centre and MD start.
-    #[arg(long, value_name = "PDB", default_value = "data/alanine_dipeptide/min_energy.pdb")]
+    /// Minimum-energy structure: normalisation centre and MD start (.pdb, .xyz, .npy, .crd).
+    #[arg(long, value_name = "FILE", default_value = "data/alanine_dipeptide/min_energy.pdb")]
     pub structure: PathBuf,
-    /// Reference bin probabilities (100 x 100 over [-pi, pi)^2, [phi][psi]) for the KLD; "none"
-    /// to skip.
-    #[arg(long, value_name = "NPY", default_value = "data/reference/aldp_umbrella/reference_probabilities.npy")]
-    pub reference: PathBuf,
+    /// The CG dihedrals, as a CG definition: `backbone` (every phi and psi), `phi:R psi:R ...`
+    /// (residue numbers as in the PDB), or `I,J,K,L ...` (0-based atoms). The molecule's
+    /// Z-matrix, circular dimensions and chiral centres then come from the System's bond graph
+    /// and the structure, and a preset's search starts at the structure's CG point. Absent:
+    /// alanine dipeptide's (phi, psi) with its hand-written Z-matrix (the presets' molecule).
+    #[arg(long, value_name = "DEFINITION")]
+    pub cg: Option<String>,
+    /// PDB whose atom names and residue numbers resolve --cg (default: --structure, if a PDB).
+    #[arg(long, value_name = "PDB")]
+    pub topology: Option<PathBuf>,
+    /// Reference bin probabilities (100 x 100 over [-pi, pi)^2, `[bin of i][bin of j]`) of CG
+    /// dimensions i and j for the KLD, as `I,J=NPY` (0-based, in the order of --cg; repeatable,
+    /// the KLD is then the mean over the references) or `NPY` for the pair 0,1; `none` for no
+    /// KLD. Default: alanine dipeptide's reference without --cg, none with it.
+    #[arg(long, value_name = "[I,J=]NPY")]
+    pub reference: Vec<String>,
+    /// Midpoints per integrated-out CG angle when a 2D marginal of a PMF over more than two
+    /// angles is computed (KLD and PNGs).
+    #[arg(long, value_name = "N", default_value_t = MoleculeProblem::DEFAULT_OTHER_BINS)]
+    pub marginal_grid: usize,
     /// OpenMM platform of the energies and the start-up MD.
     #[arg(long, default_value = "CPU")]
     pub platform: String,
 }
 
-fn preset(p: Preset) -> AldpAlConfig {
+fn preset(p: Preset) -> AlConfig {
     match p {
-        Preset::Fast => AldpAlConfig::fast(),
-        Preset::Reference => AldpAlConfig::reference(),
-        Preset::Tiny => AldpAlConfig::tiny(),
+        Preset::Fast => AlConfig::fast(),
+        Preset::Reference => AlConfig::reference(),
+        Preset::Tiny => AlConfig::tiny(),
     }
 }
 
-fn read_config(path: &Path) -> Result<AldpAlConfig> {
+fn read_config(path: &Path) -> Result<AlConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let config: AldpAlConfig =
+    let config: AlConfig =
         serde_json::from_str(&text).with_context(|| format!("{}: invalid settings", path.display()))?;
     config.validate().with_context(|| format!("{}: invalid settings", path.display()))?;
     Ok(config)
@@ -90,6 +108,11 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
         Some(path) => read_config(path)?,
         None => preset(args.preset),
     };
+    // A preset's search start is alanine dipeptide's (phi, psi); another molecule's search starts at
+    // its structure's CG point.
+    if args.cg.is_some() && args.config.is_none() {
+        config.search.start_deg = None;
+    }
     // config.json is written before the start-up phase, so a folder holding it without a checkpoint
     // is a run killed during its start-up: a resume reruns the start-up, which is reproducible.
     let killed_in_startup = !has_al_state(&out) && saved_config.exists();
@@ -118,20 +141,28 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
 
     let system = System::from_xml_file(&args.system)?;
     let structure = crate::io::read_positions(&args.structure)?;
-    if structure.n_atoms != system.num_particles() {
-        bail!("{} has {} atoms, the system {}", args.structure.display(), structure.n_atoms, system.num_particles());
+    let n_atoms = system.num_particles();
+    if structure.n_atoms != n_atoms {
+        bail!("{} has {} atoms, the system {n_atoms}", args.structure.display(), structure.n_atoms);
     }
-    let reference = if args.reference.as_os_str() == "none" {
-        None
-    } else {
-        let array = crate::io::npy::read_npy(&args.reference)?;
-        if array.shape != [100, 100] {
-            bail!("{}: expected a (100, 100) array, got {:?}", args.reference.display(), array.shape);
+    let structure_nm = &structure.positions_nm[..3 * n_atoms];
+    let info = match &args.cg {
+        None => MoleculeModelInfo::aldp(&system, structure_nm, 300.0)
+            .context("without --cg the molecule is alanine dipeptide; give --cg for another")?,
+        Some(definition) => {
+            let dihedrals = resolve_cg(definition, args.topology.as_deref(), &args.structure, n_atoms)?;
+            MoleculeModelInfo::for_system(&system, structure_nm, &dihedrals, 300.0)
+                .with_context(|| format!("--cg '{definition}'"))?
         }
-        Some(array.data)
     };
+    let molecule = info.molecule()?;
+    let references = read_references(&args.reference, args.cg.is_none(), molecule.cg_dims())?;
+    let pairs = marginal_pairs(molecule.cg_dims(), &references);
     let platform = Platform::new(&args.platform)?;
-    let al = AldpAl::new(config.clone(), &system, &platform, &structure.positions_nm[..66], reference)?;
+    let problem = MoleculeProblem::new(molecule, &system, &platform, structure_nm, references)?
+        .with_other_bins(args.marginal_grid)?;
+    let al = ActiveLearning::new(config.clone(), Box::new(problem))?;
+    let output = PmfOutput { out: &out, pairs: &pairs, other_bins: args.marginal_grid };
 
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut state = if args.resume && !killed_in_startup {
@@ -166,7 +197,7 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
         let entry = al.iterate(&mut state, &mut |e| bars.event(e))?;
         bars.finish();
         // PNGs first: a kill before the checkpoint reruns the iteration and redraws them.
-        write_pmf_files(&al, &state, &out, entry.iteration)?;
+        write_pmf_files(&al, &state, &output, entry.iteration)?;
         save_al_state(&out, &config, &state)?;
         append_log(&out, &entry)?;
         print_iteration(&entry);
@@ -180,7 +211,7 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
         }
     }
     if state.converged {
-        let info = MoleculeModelInfo::aldp(&system, &structure.positions_nm[..66], 300.0)?.with_provenance(
+        let info = info.with_provenance(
             serde_json::json!({ "made_by": format!("cgflow {:?}", mode), "run": out, "evaluations": state.costs.total() }),
         );
         save_molecule_model(&out.join("model"), &state.flow, &info)?;
@@ -192,7 +223,7 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
     Ok(())
 }
 
-fn rewrite_log(out: &Path, log: &[AldpIteration]) -> Result<()> {
+fn rewrite_log(out: &Path, log: &[AlIteration]) -> Result<()> {
     let path = out.join("log.jsonl");
     let mut text = String::new();
     for entry in log {
@@ -202,7 +233,7 @@ fn rewrite_log(out: &Path, log: &[AldpIteration]) -> Result<()> {
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-fn append_log(out: &Path, entry: &AldpIteration) -> Result<()> {
+fn append_log(out: &Path, entry: &AlIteration) -> Result<()> {
     let path = out.join("log.jsonl");
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -212,7 +243,7 @@ fn append_log(out: &Path, entry: &AldpIteration) -> Result<()> {
     writeln!(file, "{}", serde_json::to_string(entry)?).with_context(|| format!("writing {}", path.display()))
 }
 
-fn print_iteration(e: &AldpIteration) {
+fn print_iteration(e: &AlIteration) {
     let c = &e.costs;
     println!(
         "iteration {:>2}: {} train / {} test points, {:.3e} evaluations (MD {:.1e}, training {:.2e}, labels {:.2e}, \
@@ -234,29 +265,130 @@ fn print_iteration(e: &AldpIteration) {
     );
 }
 
-fn write_pmf_files(al: &AldpAl, state: &AldpAlState, out: &Path, iteration: usize) -> Result<()> {
+/// The CG dihedrals of `definition`, resolved by atom name and residue number from `topology`
+/// (default: `structure`, if a PDB).
+fn resolve_cg(definition: &str, topology: Option<&Path>, structure: &Path, n_atoms: usize) -> Result<Vec<[usize; 4]>> {
+    let is_pdb = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("pdb"));
+    let topology = match topology {
+        Some(path) => path,
+        None if is_pdb(structure) => structure,
+        None => bail!(
+            "--structure {} has no atom names: give --topology PDB to resolve --cg '{definition}'",
+            structure.display()
+        ),
+    };
+    let labels = super::topology_labels(topology, n_atoms)?;
+    crate::coords::cg_definition::resolve(definition, &labels)
+        .with_context(|| format!("--cg '{definition}' on {}", topology.display()))
+}
+
+/// The marginal references of `--reference` items (`I,J=NPY`, `NPY` for the pair 0,1, or `none`);
+/// with none given, alanine dipeptide's committed reference when `aldp_default`.
+fn read_references(items: &[String], aldp_default: bool, cg_dims: usize) -> Result<Vec<MarginalReference>> {
+    const ALDP_REFERENCE: &str = "data/reference/aldp_umbrella/reference_probabilities.npy";
+    let items: Vec<String> = match items {
+        [] if aldp_default => vec![ALDP_REFERENCE.to_owned()],
+        [] => vec![],
+        [none] if none == "none" => vec![],
+        _ => items.to_vec(),
+    };
+    items
+        .iter()
+        .map(|item| {
+            let (pair, path) = match item.split_once('=') {
+                Some((pair, path)) => {
+                    let parsed: Option<(usize, usize)> =
+                        pair.split_once(',').and_then(|(i, j)| Some((i.trim().parse().ok()?, j.trim().parse().ok()?)));
+                    let pair = parsed.with_context(|| {
+                        format!("--reference '{item}': expected I,J=NPY with two 0-based CG dimensions")
+                    })?;
+                    (pair, PathBuf::from(path))
+                }
+                None => ((0, 1), PathBuf::from(item)),
+            };
+            if pair.0 >= cg_dims || pair.1 >= cg_dims || pair.0 == pair.1 {
+                bail!("--reference '{item}': ({}, {}) is not a pair of the {cg_dims} CG dimensions", pair.0, pair.1);
+            }
+            let array = crate::io::npy::read_npy(&path)?;
+            if array.shape != [REFERENCE_BINS, REFERENCE_BINS] {
+                bail!(
+                    "{}: expected a ({REFERENCE_BINS}, {REFERENCE_BINS}) array, got {:?}",
+                    path.display(),
+                    array.shape
+                );
+            }
+            Ok(MarginalReference { pair, probabilities: array.data })
+        })
+        .collect()
+}
+
+/// The pairs of CG dimensions whose PMFs are drawn for a problem of more than two: those of the
+/// references, or (0, 1), (2, 3), ... without any.
+fn marginal_pairs(cg_dims: usize, references: &[MarginalReference]) -> Vec<(usize, usize)> {
+    if references.is_empty() {
+        (0..cg_dims / 2).map(|k| (2 * k, 2 * k + 1)).collect()
+    } else {
+        references.iter().map(|r| r.pair).collect()
+    }
+}
+
+/// Where the PMFs of a run go: its folder, and for more than two CG angles the marginals drawn.
+struct PmfOutput<'a> {
+    out: &'a Path,
+    pairs: &'a [(usize, usize)],
+    other_bins: usize,
+}
+
+fn heat_map(
+    path: &Path,
+    values: &[f64],
+    x_label: &str,
+    y_label: &str,
+    title: &str,
+    label: &str,
+    clip: f64,
+) -> Result<()> {
+    crate::io::plot::heat_map_png(
+        path,
+        &crate::io::plot::HeatMap {
+            values,
+            nx: 100,
+            ny: 100,
+            x_range: (-180.0, 180.0),
+            y_range: (-180.0, 180.0),
+            x_label,
+            y_label,
+            title,
+            colorbar_label: label,
+            clip_max: clip.is_finite().then_some(clip),
+            diverging: false,
+        },
+    )?;
+    Ok(())
+}
+
+fn write_pmf_files(al: &ActiveLearning, state: &AlState, output: &PmfOutput, iteration: usize) -> Result<()> {
+    let out = output.out;
+    if al.problem().cg_dims() != 2 {
+        for &(i, j) in output.pairs {
+            let pmf = al.marginal_pmf(&state.ensemble, (i, j), REFERENCE_BINS, output.other_bins)?;
+            let title = format!("ensemble-mean PMF, CG angles {i} and {j}, iteration {iteration}");
+            let path = out.join(format!("pmf_{i}_{j}_iter{iteration:02}.png"));
+            let (x, y) = (format!("CG angle {i} / degree"), format!("CG angle {j} / degree"));
+            heat_map(&path, &pmf, &x, &y, &title, "F / kT", 15.0)?;
+            for name in [format!("pmf_{i}_{j}_kt.npy"), format!("pmf_{i}_{j}_iter{iteration:02}_kt.npy")] {
+                crate::io::npy::write_npy(&out.join(name), &[REFERENCE_BINS, REFERENCE_BINS], &pmf)?;
+            }
+        }
+        return Ok(());
+    }
     let (pmf, std) = al.pmf_grid(&state.ensemble, 100)?;
     for (name, values, label, clip, title) in [
         ("pmf", &pmf, "F / kT", 15.0, format!("ensemble-mean PMF, iteration {iteration}")),
         ("std", &std, "std / kT", f64::INFINITY, format!("ensemble std, iteration {iteration}")),
     ] {
         let path = out.join(format!("{name}_iter{iteration:02}.png"));
-        crate::io::plot::heat_map_png(
-            &path,
-            &crate::io::plot::HeatMap {
-                values,
-                nx: 100,
-                ny: 100,
-                x_range: (-180.0, 180.0),
-                y_range: (-180.0, 180.0),
-                x_label: "phi / degree",
-                y_label: "psi / degree",
-                title: &title,
-                colorbar_label: label,
-                clip_max: clip.is_finite().then_some(clip),
-                diverging: false,
-            },
-        )?;
+        heat_map(&path, values, "phi / degree", "psi / degree", &title, label, clip)?;
     }
     // The latest PMF, and this iteration's (for curves of accuracy by region after the run).
     for name in ["pmf_kt.npy".to_owned(), format!("pmf_iter{iteration:02}_kt.npy")] {
@@ -265,7 +397,7 @@ fn write_pmf_files(al: &AldpAl, state: &AldpAlState, out: &Path, iteration: usiz
     Ok(())
 }
 
-fn finish(out: &Path, state: &AldpAlState) -> Result<()> {
+fn finish(out: &Path, state: &AlState) -> Result<()> {
     let last = state.log.last();
     let summary = serde_json::json!({
         "iterations": state.log.len(),

@@ -39,6 +39,11 @@ pub struct CompareArgs {
     /// The System the run must have used; a CV file from another system is refused.
     #[arg(long, value_name = "XML")]
     system: Option<PathBuf>,
+    /// The pair of CVs (0-based, in the order the MD run recorded them) that --reference is the
+    /// 2D marginal of, for MD runs that kept histograms of several pairs (a peptide's (phi_i,
+    /// psi_i), e.g. `2,3` for the second residue's) [default: 0,1]
+    #[arg(long, value_name = "I,J")]
+    cv_pair: Option<String>,
     /// Split the walkers into this many independent runs and average their curves; a list (e.g.
     /// 8,1) also gives the curve of each count, and the stitched curve takes each range of
     /// evaluations from the most groups that reach it.
@@ -405,7 +410,16 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
     let histogram_runs = md_dirs.iter().filter(|d| crate::io::cv_histograms::is_histogram_run(d)).count();
     let source = match histogram_runs {
         0 => values_source(md_dirs, args.system.as_deref(), system_xml.as_deref())?,
-        n if n == md_dirs.len() => histogram_source(md_dirs, args.system.as_deref(), system_xml.as_deref(), bins)?,
+        n if n == md_dirs.len() => {
+            let pair = match &args.cv_pair {
+                None => [0, 1],
+                Some(text) => text
+                    .split_once(',')
+                    .and_then(|(i, j)| Some([i.trim().parse().ok()?, j.trim().parse().ok()?]))
+                    .with_context(|| format!("--cv-pair '{text}': expected I,J (two 0-based CV indices)"))?,
+            };
+            histogram_source(md_dirs, args.system.as_deref(), system_xml.as_deref(), bins, pair)?
+        }
         _ => bail!(
             "--md: {histogram_runs} of the {} folders keep histograms and the rest CV values; pool one kind",
             md_dirs.len()
@@ -601,13 +615,14 @@ fn values_source(dirs: &[PathBuf], system: Option<&Path>, system_xml: Option<&st
     Ok(MdSource::Values(run))
 }
 
-/// The histograms of the runs in `dirs`, which must be poolable, of the (phi, psi) pair, on the
+/// The histograms of the runs in `dirs`, which must be poolable, of the CV pair `pair`, on the
 /// reference's `bins` x `bins` grid, with walkers alike.
 fn histogram_source(
     dirs: &[PathBuf],
     system: Option<&Path>,
     system_xml: Option<&str>,
     bins: usize,
+    pair: [usize; 2],
 ) -> Result<MdSource> {
     let mut runs = Vec::with_capacity(dirs.len());
     for dir in dirs {
@@ -615,9 +630,7 @@ fn histogram_source(
         if let (Some(system), Some(xml)) = (system, system_xml) {
             run.check_system(dir, xml, system)?;
         }
-        if run.settings.pairs.first() != Some(&[0, 1]) || run.description["cvs"].as_array().map(Vec::len) != Some(2) {
-            bail!("{}: the comparison needs the histogram of the two dihedrals (phi, psi)", dir.display());
-        }
+        let run = run.only_pair(pair).with_context(|| format!("{} (--cv-pair)", dir.display()))?;
         if run.settings.bins != bins {
             bail!(
                 "{} keeps histograms of {} x {} bins; the reference has {bins} x {bins}",

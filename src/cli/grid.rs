@@ -2,7 +2,7 @@
 //! trained by energy on a uniform (phi, psi) grid, labels and the PMF ensemble, no search. Same
 //! settings file, outputs and resume as `cgflow al`.
 
-use crate::al::aldp::AlMode;
+use crate::al::driver::AlMode;
 use anyhow::Result;
 
 pub use super::al::AlArgs as GridArgs;

@@ -122,7 +122,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Umbrella(args) => umbrella::run(args),
         Command::Reference(args) => reference::run(args),
         Command::Bg(args) => bg::run(args),
-        Command::Al(args) => al::run(args, crate::al::aldp::AlMode::ActiveLearning),
+        Command::Al(args) => al::run(args, crate::al::driver::AlMode::ActiveLearning),
         Command::Grid(args) => grid::run(args),
         Command::Backmap(args) => backmap::run(args),
     }

@@ -37,6 +37,11 @@ pub struct ReferenceArgs {
     /// Steps of every MD walker left out at its start (equilibration from the start structure).
     #[arg(long, default_value_t = 100_000)]
     md_skip_steps: u64,
+    /// The CV pair of MD runs that kept histograms of several pairs (`cgflow md --cg backbone`
+    /// on a longer peptide) that matches the umbrella runs' two CVs, e.g. `2,3` for the second
+    /// residue's (phi, psi) [default: 0,1]
+    #[arg(long, value_name = "I,J")]
+    md_pair: Option<String>,
     /// The System the runs were made with (their fingerprints are checked).
     #[arg(long, value_name = "XML", default_value = "data/alanine_dipeptide/aldp_obc1.xml")]
     system: PathBuf,
@@ -95,10 +100,11 @@ struct RunStates {
 
 /// The states of one run folder, `skip_steps` of every MD walker left out and every `stride`-th
 /// sample kept (see [`RunStates`]).
-fn run_states(dir: &Path, system_xml: &str, system_path: &Path, stride: usize, skip_steps: u64) -> Result<RunStates> {
+fn run_states(dir: &Path, system_xml: &str, system_path: &Path, stride: usize, md: MdReading) -> Result<RunStates> {
     if crate::io::cv_histograms::is_histogram_run(dir) {
-        return histogram_run_state(dir, system_xml, system_path, skip_steps);
+        return histogram_run_state(dir, system_xml, system_path, md);
     }
+    let skip_steps = md.skip_steps;
     let run = CvRun::read(dir)?;
     run.check_system(dir, system_xml, system_path)?;
     let d = &run.description;
@@ -171,14 +177,14 @@ fn histogram_stretches(
     dir: &Path,
     system_xml: &str,
     system_path: &Path,
-    skip_steps: u64,
+    md: MdReading,
     at_least: usize,
     why: &str,
 ) -> Result<HistogramStretches> {
     let run = unbiased_histogram_run(dir, system_xml, system_path)?;
-    let (pair, bins) = phi_psi_pair(&run, dir)?;
+    let (pair, bins) = cv_pair(&run, dir, md.pair)?;
     let per_pair = bins * bins;
-    let skip_frames = skip_steps.div_ceil(run.steps_per_frame);
+    let skip_frames = md.skip_steps.div_ceil(run.steps_per_frame);
     let kept: Vec<&(u64, Vec<f64>)> = run.marks.iter().filter(|(f, _)| *f >= skip_frames).collect();
     if kept.len() < at_least + 1 {
         bail!(
@@ -202,12 +208,12 @@ fn histogram_stretches(
 /// An unbiased MD run that kept cumulative (phi, psi) histograms, as one binned state whose blocks
 /// are the stretches between marks (at least two, so that it has two halves and a bootstrap).
 /// Returns what [`run_states`] does.
-fn histogram_run_state(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) -> Result<RunStates> {
+fn histogram_run_state(dir: &Path, system_xml: &str, system_path: &Path, md: MdReading) -> Result<RunStates> {
     let h = histogram_stretches(
         dir,
         system_xml,
         system_path,
-        skip_steps,
+        md,
         2,
         "an estimate needs two stretches between marks: one per half",
     )?;
@@ -252,12 +258,21 @@ fn unbiased_histogram_run(
     Ok(run)
 }
 
-/// The histogram pair of CVs 0 and 1 (phi, psi) of a histogram run, and its bins per dimension.
-fn phi_psi_pair(run: &crate::io::cv_histograms::CvHistogramRun, dir: &Path) -> Result<(usize, usize)> {
-    let Some(pair) = run.settings.pairs.iter().position(|p| *p == [0, 1]) else {
-        bail!("{}: no histogram of CVs 0 and 1 (phi, psi)", dir.display());
+/// How unbiased MD folders are read: the steps of every walker left out at the start, and the
+/// CV pair (of a run that kept histograms) the estimate is of.
+#[derive(Debug, Clone, Copy)]
+struct MdReading {
+    skip_steps: u64,
+    pair: [usize; 2],
+}
+
+/// The position of the histogram of CVs `pair` among a histogram run's pairs, and its bins per
+/// dimension.
+fn cv_pair(run: &crate::io::cv_histograms::CvHistogramRun, dir: &Path, pair: [usize; 2]) -> Result<(usize, usize)> {
+    let Some(k) = run.settings.pairs.iter().position(|p| *p == pair) else {
+        bail!("{}: no histogram of CVs {} and {} (it keeps {:?})", dir.display(), pair[0], pair[1], run.settings.pairs);
     };
-    Ok((pair, run.settings.bins))
+    Ok((k, run.settings.bins))
 }
 
 fn populations_json(values: &[f64], errors: Option<&[f64]>) -> serde_json::Value {
@@ -308,10 +323,9 @@ impl MdBlocks {
 
 /// The blocks of one unbiased MD folder, `skip_steps` of every walker left out (for a histogram
 /// run: up to the first mark at or after them).
-fn md_blocks(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) -> Result<MdBlocks> {
+fn md_blocks(dir: &Path, system_xml: &str, system_path: &Path, md: MdReading) -> Result<MdBlocks> {
     if !crate::io::cv_histograms::is_histogram_run(dir) {
-        let RunStates { states, evaluations, skipped_frames, .. } =
-            run_states(dir, system_xml, system_path, 1, skip_steps)?;
+        let RunStates { states, evaluations, skipped_frames, .. } = run_states(dir, system_xml, system_path, 1, md)?;
         if states.iter().any(|s| s.bias != HarmonicBias2d::UNBIASED) {
             bail!("{}: an umbrella run, not unbiased MD", dir.display());
         }
@@ -329,7 +343,7 @@ fn md_blocks(dir: &Path, system_xml: &str, system_path: &Path, skip_steps: u64) 
             bins: None,
         });
     }
-    let h = histogram_stretches(dir, system_xml, system_path, skip_steps, 1, "the check needs one stretch")?;
+    let h = histogram_stretches(dir, system_xml, system_path, md, 1, "the check needs one stretch")?;
     let (mut populations, mut sizes) = (Vec::new(), Vec::new());
     for counts in &h.stretches {
         let total: f64 = counts.iter().sum();
@@ -385,10 +399,10 @@ fn md_checks(
     bins: usize,
     system_xml: &str,
     system_path: &Path,
-    skip_steps: u64,
+    md: MdReading,
 ) -> Result<serde_json::Value> {
     let blocks: Vec<MdBlocks> =
-        dirs.iter().map(|d| md_blocks(d, system_xml, system_path, skip_steps)).collect::<Result<_>>()?;
+        dirs.iter().map(|d| md_blocks(d, system_xml, system_path, md)).collect::<Result<_>>()?;
     let compare = |group: &[&MdBlocks], origin: &Path| -> Result<serde_json::Value> {
         let (mean, se) = MdBlocks::populations(group)?;
         let own = reference_populations_like(group[0], reference.0, probabilities, bins, origin)?;
@@ -451,6 +465,7 @@ impl ReferenceArgs {
             check_md: vec![],
             against: None,
             md_skip_steps: 100_000,
+            md_pair: None,
             system: system.to_path_buf(),
             out: Some(dir.to_path_buf()),
             bins,
@@ -466,6 +481,50 @@ impl ReferenceArgs {
 }
 
 /// Runs `cgflow reference`.
+/// How the MD folders of `args` are read.
+fn md_reading(args: &ReferenceArgs) -> Result<MdReading> {
+    let pair = match &args.md_pair {
+        None => [0, 1],
+        Some(text) => text
+            .split_once(',')
+            .and_then(|(i, j)| Some([i.trim().parse().ok()?, j.trim().parse().ok()?]))
+            .with_context(|| format!("--md-pair '{text}': expected I,J (two 0-based CV indices)"))?,
+    };
+    Ok(MdReading { skip_steps: args.md_skip_steps, pair })
+}
+
+/// Errors unless every MD folder's CV pair (`--md-pair`) is made of the same dihedrals as the
+/// umbrella folders' two CVs, so that all the states of one estimate describe one pair.
+fn check_same_cvs(args: &ReferenceArgs, md: MdReading) -> Result<()> {
+    let cvs_of = |dir: &Path| -> Result<Vec<serde_json::Value>> {
+        let path = dir.join(crate::io::cv_run::DESCRIPTION_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let d: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        Ok(d["cvs"].as_array().cloned().unwrap_or_default())
+    };
+    let Some(first) = args.umbrella.first() else { return Ok(()) };
+    let umbrella = cvs_of(first)?;
+    if umbrella.is_empty() {
+        return Ok(());
+    }
+    for dir in &args.md {
+        let cvs = cvs_of(dir)?;
+        let pair: Vec<serde_json::Value> = md.pair.iter().filter_map(|&i| cvs.get(i).cloned()).collect();
+        if pair != umbrella {
+            bail!(
+                "{}: its CVs {} and {} ({:?}) are not the dihedrals {} restrains ({umbrella:?}); choose the pair with \
+                 --md-pair",
+                dir.display(),
+                md.pair[0],
+                md.pair[1],
+                pair,
+                first.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: ReferenceArgs) -> Result<()> {
     if args.stride == 0 || args.bins == 0 || args.blocks == 0 {
         bail!("--stride, --bins and --blocks must be positive");
@@ -482,6 +541,7 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
         return check_against(reference, &args, &system_xml);
     }
     let out = args.out.as_deref().context("--out is needed")?;
+    check_same_cvs(&args, md_reading(&args)?)?;
     let started = Instant::now();
     let mut states = Vec::new();
     let mut evaluations = 0.0;
@@ -489,7 +549,7 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
     let folders = args.umbrella.iter().map(|d| (d, true)).chain(args.md.iter().map(|d| (d, false)));
     let mut runs = Vec::new();
     for (dir, is_umbrella) in folders {
-        let run = run_states(dir, &system_xml, &args.system, args.stride, args.md_skip_steps)?;
+        let run = run_states(dir, &system_xml, &args.system, args.stride, md_reading(&args)?)?;
         if is_umbrella != run.states.iter().all(|st| st.bias != HarmonicBias2d::UNBIASED) {
             bail!(
                 "{}: passed as {} but holds another kind of run",
@@ -605,7 +665,7 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
     }
     if !args.check_md.is_empty() {
         report["md_check"] =
-            md_checks(&args.check_md, (&populations, &errors), &p, b, &system_xml, &args.system, args.md_skip_steps)?;
+            md_checks(&args.check_md, (&populations, &errors), &p, b, &system_xml, &args.system, md_reading(&args)?)?;
     }
     report["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
     let text = serde_json::to_string_pretty(&report)?;
@@ -639,7 +699,7 @@ fn check_against(reference: &Path, args: &ReferenceArgs, system_xml: &str) -> Re
         bail!("{}: shape {:?}, not a square grid", grid_path.display(), grid.shape);
     }
     let mut out =
-        md_checks(&args.check_md, (&values, &errors), &grid.data, b, system_xml, &args.system, args.md_skip_steps)?;
+        md_checks(&args.check_md, (&values, &errors), &grid.data, b, system_xml, &args.system, md_reading(args)?)?;
     out["reference"] = serde_json::json!(reference);
     out["command"] = serde_json::json!(std::env::args().collect::<Vec<_>>().join(" "));
     out["md_skip_steps"] = serde_json::json!(args.md_skip_steps);

@@ -281,6 +281,24 @@ impl CvHistogramRun {
         self.marks.iter().find(|(f, _)| *f == frames).map(|(_, c)| c.as_slice())
     }
 
+    /// The run with only the histograms of the CV pair `pair` (e.g. [2, 3]: a peptide's second
+    /// (phi, psi)), so that it reads as a run of that one pair. Errors when the run did not keep
+    /// that pair.
+    pub fn only_pair(mut self, pair: [usize; 2]) -> Result<CvHistogramRun> {
+        let k = self.settings.pairs.iter().position(|p| *p == pair).ok_or_else(|| {
+            Error::invalid(format!(
+                "the run keeps histograms of the CV pairs {:?}, not of {pair:?}",
+                self.settings.pairs
+            ))
+        })?;
+        let per_pair = self.settings.bins * self.settings.bins;
+        for (_, counts) in &mut self.marks {
+            *counts = counts[k * per_pair..(k + 1) * per_pair].to_vec();
+        }
+        self.settings.pairs = vec![pair];
+        Ok(self)
+    }
+
     /// Frames of the marks every one of `runs` holds, ascending.
     pub fn common_marks(runs: &[CvHistogramRun]) -> Vec<u64> {
         let Some(first) = runs.first() else {

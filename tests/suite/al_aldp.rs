@@ -1,39 +1,45 @@
 //! Alanine-dipeptide active learning: settings files, and a killed-and-resumed run that ends
 //! exactly where an uninterrupted one does.
 
-use cgflow::al::aldp::{AlMode, AldpAl, AldpAlConfig};
 use cgflow::al::checkpoint::{load_al_state, save_al_state};
+use cgflow::al::driver::{ActiveLearning, AlConfig, AlMode};
+use cgflow::al::molecule::{MarginalReference, MoleculeProblem};
+use cgflow::flow::molecular::ConditionalMolecule;
 use cgflow::openmm::{Platform, System};
 
 use crate::util::{aldp as aldp_file, min_energy_positions, root};
 
-fn experiment(config: AldpAlConfig) -> AldpAl {
+fn experiment(config: AlConfig) -> ActiveLearning {
     let system = System::from_xml_file(&aldp_file("aldp_obc1.xml")).expect("system");
     let reference = cgflow::io::npy::read_npy(&root().join("data/reference/aldp_umbrella/reference_probabilities.npy"))
         .expect("reference")
         .data;
-    AldpAl::new(config, &system, &Platform::new("CPU").expect("platform"), &min_energy_positions(), Some(reference))
-        .expect("experiment")
+    let x = min_energy_positions();
+    let molecule = ConditionalMolecule::aldp(&x).expect("molecule");
+    let references = vec![MarginalReference { pair: (0, 1), probabilities: reference }];
+    let problem = MoleculeProblem::new(molecule, &system, &Platform::new("CPU").expect("platform"), &x, references)
+        .expect("problem");
+    ActiveLearning::new(config, Box::new(problem)).expect("experiment")
 }
 
 #[test]
 fn shipped_settings_files_are_the_presets_and_unknown_fields_are_named() {
     for (file, preset) in
-        [("configs/aldp_fast.json", AldpAlConfig::fast()), ("configs/aldp_reference.json", AldpAlConfig::reference())]
+        [("configs/aldp_fast.json", AlConfig::fast()), ("configs/aldp_reference.json", AlConfig::reference())]
     {
         let text = std::fs::read_to_string(root().join(file)).expect("settings file");
-        let parsed: AldpAlConfig = serde_json::from_str(&text).expect("parses");
+        let parsed: AlConfig = serde_json::from_str(&text).expect("parses");
         assert_eq!(parsed, preset, "{file}");
         parsed.validate().expect("valid");
     }
-    let mut value = serde_json::to_value(AldpAlConfig::fast()).expect("json");
+    let mut value = serde_json::to_value(AlConfig::fast()).expect("json");
     value["energy_training"]["learning_rate"] = serde_json::json!(1e-3);
-    let err = serde_json::from_value::<AldpAlConfig>(value).unwrap_err().to_string();
+    let err = serde_json::from_value::<AlConfig>(value).unwrap_err().to_string();
     assert!(err.contains("unknown field `learning_rate`"), "{err}");
-    let bad = AldpAlConfig { test_fraction: 1.5, ..AldpAlConfig::tiny() };
+    let bad = AlConfig { test_fraction: 1.5, ..AlConfig::tiny() };
     assert!(bad.validate().unwrap_err().to_string().contains("test_fraction"));
     for tau in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-        let bad = AldpAlConfig { old_temperature_kt: Some(tau), ..AldpAlConfig::tiny() };
+        let bad = AlConfig { old_temperature_kt: Some(tau), ..AlConfig::tiny() };
         assert!(bad.validate().unwrap_err().to_string().contains("old_temperature_kt must be positive"), "{tau}");
     }
 }
@@ -60,35 +66,35 @@ fn assert_close(a: &serde_json::Value, b: &serde_json::Value, path: &str) {
 
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
-    resumed_run_equals_uninterrupted_run_with(AldpAlConfig::tiny());
+    resumed_run_equals_uninterrupted_run_with(AlConfig::tiny());
 }
 
 #[test]
 fn resumed_run_equals_uninterrupted_run_with_labels_from_training_ess_weights_annealed_fits_and_uniform_old_points() {
     // The tiny preset draws the older points by weight (as the fast one does); this covers the
     // uniform draw.
-    let tiny = AldpAlConfig::tiny();
+    let tiny = AlConfig::tiny();
     assert_eq!(tiny.old_temperature_kt, Some(2.0));
-    let labels = cgflow::al::aldp::LabelConfig {
+    let labels = cgflow::al::driver::LabelConfig {
         from_training: true,
-        weights: cgflow::al::aldp::EstimateWeights::StepEss,
-        fit_weights: cgflow::al::aldp::FitWeights::Ess,
+        weights: cgflow::al::driver::EstimateWeights::StepEss,
+        fit_weights: cgflow::al::driver::FitWeights::Ess,
         ..tiny.labels.clone()
     };
     let ensemble = cgflow::pmf::EnsembleConfig { final_lr: Some(1e-4), ..tiny.ensemble.clone() };
-    resumed_run_equals_uninterrupted_run_with(AldpAlConfig { labels, ensemble, old_temperature_kt: None, ..tiny });
+    resumed_run_equals_uninterrupted_run_with(AlConfig { labels, ensemble, old_temperature_kt: None, ..tiny });
 }
 
 #[test]
 fn training_samples_add_to_the_labels_at_no_cost() {
     // With `from_training` alone every random draw is the same as without, so the two runs see the
     // same flows and label samples; the training samples only add weight to the labels.
-    let tiny = AldpAlConfig::tiny();
-    let with_labels = |from_training| AldpAlConfig {
-        labels: cgflow::al::aldp::LabelConfig { from_training, ..tiny.labels.clone() },
+    let tiny = AlConfig::tiny();
+    let with_labels = |from_training| AlConfig {
+        labels: cgflow::al::driver::LabelConfig { from_training, ..tiny.labels.clone() },
         ..tiny.clone()
     };
-    let run = |config: AldpAlConfig| {
+    let run = |config: AlConfig| {
         let mut quiet = |_| {};
         let al = experiment(config);
         let mut state = al.start(AlMode::ActiveLearning, &mut quiet).expect("start");
@@ -107,7 +113,7 @@ fn training_samples_add_to_the_labels_at_no_cost() {
     assert!(gained > a.len() / 2, "only {gained} of {} labels gained ESS", a.len());
 }
 
-fn resumed_run_equals_uninterrupted_run_with(config: AldpAlConfig) {
+fn resumed_run_equals_uninterrupted_run_with(config: AlConfig) {
     let al = experiment(config.clone());
     let mut quiet = |_| {};
     // Uninterrupted: start and two iterations.
@@ -131,9 +137,9 @@ fn resumed_run_equals_uninterrupted_run_with(config: AldpAlConfig) {
         save_al_state(dir.path(), again.config(), &resumed).expect("save");
     }
     assert!(resumed.converged);
-    let strip = |log: &[cgflow::al::aldp::AldpIteration]| {
+    let strip = |log: &[cgflow::al::driver::AlIteration]| {
         log.iter()
-            .map(|e| cgflow::al::aldp::AldpIteration { wall_s: 0.0, phase_s: Default::default(), ..e.clone() })
+            .map(|e| cgflow::al::driver::AlIteration { wall_s: 0.0, phase_s: Default::default(), ..e.clone() })
             .collect::<Vec<_>>()
     };
     // OpenMM's CPU kernels may sum in another order in a fresh Context, so energies (and what
@@ -152,7 +158,7 @@ fn resumed_run_equals_uninterrupted_run_with(config: AldpAlConfig) {
     assert!(last.kld.expect("kld").is_finite());
 
     // A checkpoint refuses other settings.
-    let other = experiment(AldpAlConfig { seed: 2, ..config });
+    let other = experiment(AlConfig { seed: 2, ..config });
     let err = load_al_state(dir.path(), &other).err().expect("refused").to_string();
     assert!(err.contains("first difference: `seed`"), "{err}");
 }
@@ -290,7 +296,7 @@ fn cli_run_killed_at_any_moment_and_resumed_ends_like_an_uninterrupted_one() {
 #[test]
 fn cli_rejects_unknown_fields_missing_checkpoints_and_overwrites() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut value = serde_json::to_value(AldpAlConfig::tiny()).expect("json");
+    let mut value = serde_json::to_value(AlConfig::tiny()).expect("json");
     value["search"]["treshold_kt"] = serde_json::json!(0.3);
     let file = dir.path().join("bad.json");
     std::fs::write(&file, value.to_string()).expect("write");

@@ -1,15 +1,17 @@
-//! Active learning of the (phi, psi) free-energy surface of alanine dipeptide (BRIEF section 5):
-//! start-up MD, a conditional spline flow q(x_perp | phi, psi) trained by example and then by
-//! energy (OpenMM), importance-sampled PMF labels, a PMF ensemble, and the uncertainty search for
-//! new CG points; and the grid-conditioning control experiment on the same machinery.
+//! The active-learning driver (BRIEF section 5), for every problem behind [`AlProblem`]: a
+//! conditional flow q(x_perp | s) trained at CG training points (by example on start-up data, then
+//! by energy), importance-sampled PMF labels, a PMF ensemble, and the uncertainty search for new
+//! CG points; and the grid-conditioning control experiment on the same machinery. A molecule
+//! ([`super::molecule::MoleculeProblem`]: any OpenMM System and CG dihedrals, alanine dipeptide's
+//! presets among them) is one problem.
 //!
-//! The run is a sequence of resumable steps: [`AldpAl::start`] (MD and training by example) gives
-//! an [`AldpAlState`], and each [`AldpAl::iterate`] advances it by one iteration. Every random draw
-//! of an iteration comes from a generator seeded by (seed, iteration), the optimiser and ensemble
-//! are part of the state, and OpenMM runs one thread per Context, so a state saved after any step
+//! The run is a sequence of resumable steps: [`ActiveLearning::start`] (the problem's start-up,
+//! e.g. MD and training by example) gives an [`AlState`], and each [`ActiveLearning::iterate`]
+//! advances it by one iteration. Every random draw of an iteration comes from a generator seeded
+//! by (seed, iteration), the optimiser and ensemble are part of the state, and the problem's
+//! energies are reproducible (OpenMM runs one thread per Context), so a state saved after any step
 //! and restored continues exactly as an uninterrupted run would.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -18,17 +20,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::search::{farthest_point_selection, spread_points, uncertainty_search, CgDomain, SearchConfig};
-use crate::energy::{OpenMmEnergy, OpenMmEnergyConfig};
+use super::problem::AlProblem;
+use super::search::{farthest_point_selection, spread_points, uncertainty_search, SearchConfig};
 use crate::error::{Error, Result};
-use crate::flow::molecular::{ConditionalMolecularTarget, ConditionalMolecule};
 use crate::flow::optim::{Adam, AdamConfig};
-use crate::flow::train::{kl_loss, ml_loss, EnergyLossConfig, TargetEnergy};
-use crate::flow::{CouplingKind, Flow, FlowSpec, Precision};
-use crate::md::walkers::{WalkerConfig, Walkers};
-use crate::metrics::{kl_to_free_energy, Axis};
-use crate::openmm::{Platform, System};
-use crate::pmf::ensemble::{CgFeatures, EnsembleConfig, PmfEnsemble};
+use crate::flow::train::{kl_loss, EnergyLossConfig};
+use crate::flow::{Flow, Precision};
+use crate::metrics::Axis;
+use crate::pmf::ensemble::{EnsembleConfig, PmfEnsemble};
 use crate::pmf::labels::{label_or_none, with_mean_ess, WeightedLabel};
 
 /// Start-up MD: one short run from the minimum-energy structure gives the first CG points and
@@ -171,14 +170,17 @@ pub enum EstimateWeights {
 /// The uncertainty search and how new points are added.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AldpSearchConfig {
+pub struct AlSearchConfig {
     /// Metropolis chains on the ensemble-mean PMF.
     pub chains: usize,
     /// Where the chains start.
     pub starts: SearchStarts,
-    /// Start of the chains in the first iteration, (phi, psi) in degrees; later iterations also
-    /// start from the newest centres.
-    pub start_deg: [f64; 2],
+    /// Start of the chains in the first iteration, one angle per CG dimension in degrees (for
+    /// alanine dipeptide, (phi, psi)); later iterations also start from the newest centres or
+    /// training points. Absent: the CG point of the problem's reference structure (for a
+    /// molecule, its minimum-energy structure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_deg: Option<Vec<f64>>,
     /// Gaussian step per angle (radians).
     pub step_rad: f64,
     /// A chain stops where the ensemble std exceeds this (kT).
@@ -217,10 +219,11 @@ pub struct GridConfig {
     pub epochs: usize,
 }
 
-/// Settings of an alanine-dipeptide active-learning run (and of the grid control).
+/// Settings of an active-learning run (and of the grid control); the presets were tuned on
+/// alanine dipeptide.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AldpAlConfig {
+pub struct AlConfig {
     /// Seed of everything (MD, flow, ensemble, sampling, search).
     pub seed: u64,
     /// Start-up MD.
@@ -238,7 +241,7 @@ pub struct AldpAlConfig {
     /// PMF ensemble.
     pub ensemble: EnsembleConfig,
     /// Uncertainty search.
-    pub search: AldpSearchConfig,
+    pub search: AlSearchConfig,
     /// Fraction of each set of new points held out as test points (labelled, never fitted).
     pub test_fraction: f64,
     /// Fraction of the older training points mixed into each iteration's flow training (and,
@@ -257,7 +260,7 @@ pub struct AldpAlConfig {
     pub grid: GridConfig,
 }
 
-impl AldpAlConfig {
+impl AlConfig {
     /// The reference settings (BRIEF sections 3 to 5): 50 ps start-up MD giving 5000 points, the
     /// 3.8 M-parameter flow in f64, 30 samples per point per epoch, 50 epochs per iteration,
     /// batch 64, lr 1e-5, 200 chains, threshold 0.2 kT, 15 new centres spread into 200 points
@@ -297,10 +300,10 @@ impl AldpAlConfig {
                 fit_weights: FitWeights::Uniform,
             },
             ensemble: EnsembleConfig::reference(),
-            search: AldpSearchConfig {
+            search: AlSearchConfig {
                 chains: 200,
                 starts: SearchStarts::StartAndNewest,
-                start_deg: [-150.0, 155.0],
+                start_deg: Some(vec![-150.0, 155.0]),
                 step_rad: 0.1,
                 threshold_kt: 0.2,
                 candidates: 30,
@@ -364,7 +367,7 @@ impl AldpAlConfig {
                 final_lr: Some(1e-4),
                 ..EnsembleConfig::fast()
             },
-            search: AldpSearchConfig {
+            search: AlSearchConfig {
                 threshold_kt: 0.5,
                 starts: SearchStarts::TrainingPoints,
                 candidates: 30,
@@ -396,7 +399,7 @@ impl AldpAlConfig {
             },
             labels: LabelConfig { samples: 16, clip_top_k: 2, refresh_all: true, accumulate: false, ..fast.labels },
             ensemble: EnsembleConfig { members: 3, hidden: vec![16, 8], epochs: 50, ..EnsembleConfig::fast() },
-            search: AldpSearchConfig {
+            search: AlSearchConfig {
                 chains: 20,
                 candidates: 4,
                 new_points: 2,
@@ -453,21 +456,6 @@ impl AldpAlConfig {
         }
         self.ensemble.validate()
     }
-
-    fn flow_spec(&self, molecule: &ConditionalMolecule) -> FlowSpec {
-        FlowSpec {
-            dims: molecule.fine_dims(),
-            circular: molecule.fine_circular_indices(),
-            context: molecule.context_width(),
-            layers: self.flow.layers,
-            coupling: CouplingKind::Spline { bins: self.flow.bins, tail_bound: self.flow.tail_bound },
-            hidden: self.flow.hidden,
-            blocks: self.flow.blocks,
-            shift_every: self.flow.shift_every,
-            seed: self.seed,
-            precision: self.flow.precision,
-        }
-    }
 }
 
 /// Energy evaluations by purpose (BRIEF section 6: every one counts).
@@ -494,7 +482,7 @@ impl CostBreakdown {
 
 /// One line of the per-iteration log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AldpIteration {
+pub struct AlIteration {
     /// Iteration (0: the start-up points).
     pub iteration: usize,
     /// CG training points so far.
@@ -505,13 +493,20 @@ pub struct AldpIteration {
     pub evaluations: u64,
     /// Their breakdown.
     pub costs: CostBreakdown,
-    /// KL divergence of the ensemble-mean PMF to the reference on the 100 x 100 grid.
+    /// KL divergence of the ensemble-mean PMF to the reference (the problem's score: for a
+    /// molecule with two CG angles, on the 100 x 100 grid; with more, the mean over its 2D
+    /// marginal references).
     pub kld: Option<f64>,
+    /// The KLD of each 2D marginal reference, where the problem has more than one (in the order
+    /// the references were given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kld_marginals: Vec<f64>,
     /// Wall time so far (s), over all sessions of the run.
     pub wall_s: f64,
     /// Mean training loss by energy in this iteration's last epoch.
     pub energy_loss: f64,
-    /// Fraction of this iteration's training samples that were D-alanine.
+    /// Fraction of this iteration's training samples rejected as invalid (a chiral centre of the
+    /// wrong handedness, e.g. D-alanine).
     pub d_fraction: f64,
     /// Mean ESS fraction of the labels (ESS / samples).
     pub label_ess_fraction: f64,
@@ -520,8 +515,9 @@ pub struct AldpIteration {
     /// Root-mean-square error of the ensemble mean on the test labels below the cap (kT, after
     /// the best constant shift).
     pub test_rmse_kt: Option<f64>,
-    /// New centres (degrees) found by the search; empty when the run has converged.
-    pub new_centres_deg: Vec<[f64; 2]>,
+    /// New centres (degrees, one angle per CG dimension) found by the search; empty when the run
+    /// has converged.
+    pub new_centres_deg: Vec<Vec<f64>>,
     /// Metropolis steps the search took.
     pub search_steps: u64,
     /// Wall time of this iteration by phase (s).
@@ -554,7 +550,7 @@ pub enum AlMode {
 
 /// Everything a run needs to continue: the flow and its optimiser, the ensemble, the points,
 /// the log and the costs.
-pub struct AldpAlState {
+pub struct AlState {
     /// Experiment.
     pub mode: AlMode,
     /// The next iteration to run.
@@ -565,10 +561,10 @@ pub struct AldpAlState {
     pub adam: Adam,
     /// The PMF ensemble.
     pub ensemble: PmfEnsemble,
-    /// Points (phi, psi in radians) and their roles.
+    /// Points (CG angles in radians) and their roles.
     pub points: PointSets,
     /// Per-iteration log.
-    pub log: Vec<AldpIteration>,
+    pub log: Vec<AlIteration>,
     /// Energy evaluations by purpose.
     pub costs: CostBreakdown,
     /// Wall time of earlier sessions plus this one's up to the last step (s).
@@ -579,13 +575,13 @@ pub struct AldpAlState {
     pub converged: bool,
 }
 
-/// CG points of a run (radians).
+/// CG points of a run (for a molecule: its CG angles in radians, one vector per point).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PointSets {
     /// All training points, oldest first.
-    pub train: Vec<[f64; 2]>,
+    pub train: Vec<Vec<f64>>,
     /// All test points.
-    pub test: Vec<[f64; 2]>,
+    pub test: Vec<Vec<f64>>,
     /// How many of the last training points are the newest (trained on in full).
     pub newest: usize,
     /// How many of the last test points are the newest.
@@ -598,13 +594,13 @@ pub struct PointSets {
     /// Summed effective sample sizes behind each training label (with `accumulate`).
     pub train_label_ess: Vec<f64>,
     /// The centres picked by the last search (chain starts of the next one).
-    pub last_centres: Vec<[f64; 2]>,
+    pub last_centres: Vec<Vec<f64>>,
 }
 
 /// What the PMF ensemble is fitted to in one iteration (see [`PointSets::fit_set`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FitSet {
-    /// The labelled training points, flattened (phi, psi) pairs (radians).
+    /// The labelled training points, flattened (radians).
     pub points: Vec<f64>,
     /// Their labels after the cap, centred on their mean (kT).
     pub labels: Vec<f64>,
@@ -635,7 +631,7 @@ impl PointSets {
             FitWeights::Ess => labelled.iter().map(|&(i, _)| self.train_label_ess[i]).collect(),
         };
         Ok(FitSet {
-            points: labelled.iter().flat_map(|&(i, _)| self.train[i]).collect(),
+            points: labelled.iter().flat_map(|&(i, _)| self.train[i].iter().copied()).collect(),
             labels: capped.iter().map(|l| l - offset).collect(),
             weights,
             cap_kt,
@@ -657,18 +653,13 @@ pub enum AlEvent {
     /// `units` of the current phase are done.
     Advance(u64),
     /// An iteration ended.
-    Iteration(AldpIteration),
+    Iteration(Box<AlIteration>),
 }
 
-/// The experiment: settings, OpenMM system and the reference to measure against.
-pub struct AldpAl {
-    config: AldpAlConfig,
-    system: System,
-    platform: Platform,
-    molecule: ConditionalMolecule,
-    target: Arc<ConditionalMolecularTarget>,
-    reference_structure_nm: Vec<f64>,
-    reference_probabilities: Option<Vec<f64>>,
+/// The experiment: the settings and the problem.
+pub struct ActiveLearning {
+    config: AlConfig,
+    problem: Box<dyn AlProblem>,
 }
 
 /// An importance-sampling estimate of one CG point, or None where no sample had a non-zero weight.
@@ -686,11 +677,11 @@ fn estimates_from_samples(samples: &[PointSamples], clip_top_k: usize) -> Result
         .collect()
 }
 
-fn deg(p: [f64; 2]) -> [f64; 2] {
-    [p[0].to_degrees(), p[1].to_degrees()]
+fn deg(p: &[f64]) -> Vec<f64> {
+    p.iter().map(|a| a.to_degrees()).collect()
 }
 
-fn flat(points: &[[f64; 2]]) -> Vec<f64> {
+fn flat(points: &[Vec<f64>]) -> Vec<f64> {
     points.iter().flat_map(|p| p.iter().copied()).collect()
 }
 
@@ -700,66 +691,57 @@ pub fn grid_centres(bins: usize) -> Result<Vec<[f64; 2]>> {
     Ok(c.iter().flat_map(|&phi| c.iter().map(move |&psi| [phi, psi])).collect())
 }
 
-impl AldpAl {
-    /// Sets up the experiment on `system` (the ALDP System, 22 atoms) with energies on
-    /// `platform`. `reference_structure_nm` is the normalisation centre (the minimum-energy
-    /// structure) and the start of the MD; `reference_probabilities` (100 x 100, [phi][psi]) is
-    /// what the KLD is measured against.
-    pub fn new(
-        config: AldpAlConfig,
-        system: &System,
-        platform: &Platform,
-        reference_structure_nm: &[f64],
-        reference_probabilities: Option<Vec<f64>>,
-    ) -> Result<Self> {
+/// Centres of the grid of `bins` per dimension over [-pi, pi)^dims, the last dimension fastest
+/// (for two dimensions, [`grid_centres`]). Errors on zero bins or dimensions, or a grid of more
+/// than 10^7 points.
+pub fn torus_grid_centres(dims: usize, bins: usize) -> Result<Vec<Vec<f64>>> {
+    let total = (bins as u64).checked_pow(dims as u32).filter(|&t| t <= 10_000_000 && dims > 0);
+    let total = total.ok_or_else(|| Error::invalid(format!("a grid of {bins}^{dims} points is too large or empty")))?;
+    let c = Axis::dihedral(bins)?.centres();
+    Ok((0..total as usize)
+        .map(|mut index| {
+            let mut p = vec![0.0; dims];
+            for k in (0..dims).rev() {
+                p[k] = c[index % bins];
+                index /= bins;
+            }
+            p
+        })
+        .collect())
+}
+
+impl ActiveLearning {
+    /// Sets up the experiment `config` on `problem`. Errors on invalid settings and on a search
+    /// start of the wrong dimension.
+    pub fn new(config: AlConfig, problem: Box<dyn AlProblem>) -> Result<Self> {
         config.validate()?;
-        if system.num_particles() != crate::coords::aldp::N_ATOMS {
+        let dims = problem.cg_dims();
+        if let Some(start) = config.search.start_deg.as_ref().filter(|s| s.len() != dims) {
             return Err(Error::invalid(format!(
-                "the system has {} particles; alanine dipeptide has 22",
-                system.num_particles()
+                "search.start_deg has {} angles; the problem has {dims} CG dimensions",
+                start.len()
             )));
         }
-        if let Some(p) = &reference_probabilities {
-            if p.len() != 100 * 100 {
-                return Err(Error::invalid(format!("reference probabilities: expected 100 x 100, got {}", p.len())));
-            }
-        }
-        let molecule = ConditionalMolecule::aldp(reference_structure_nm)?;
-        let energy = OpenMmEnergy::new(system, platform, &OpenMmEnergyConfig::default())?;
-        let target = Arc::new(ConditionalMolecularTarget::new(molecule.clone(), Box::new(energy))?);
-        Ok(Self {
-            config,
-            system: system.clone(),
-            platform: platform.clone(),
-            molecule,
-            target,
-            reference_structure_nm: reference_structure_nm.to_vec(),
-            reference_probabilities,
-        })
+        Ok(Self { config, problem })
     }
 
     /// The settings.
-    pub fn config(&self) -> &AldpAlConfig {
+    pub fn config(&self) -> &AlConfig {
         &self.config
     }
 
-    /// The molecule (flow space).
-    pub fn molecule(&self) -> &ConditionalMolecule {
-        &self.molecule
-    }
-
-    /// The training target (energies through OpenMM).
-    pub fn target(&self) -> &Arc<ConditionalMolecularTarget> {
-        &self.target
+    /// The problem.
+    pub fn problem(&self) -> &dyn AlProblem {
+        self.problem.as_ref()
     }
 
     /// A fresh flow, optimiser and ensemble of this experiment (also the shapes a saved state is
     /// loaded into).
     pub fn fresh_models(&self) -> Result<(Flow, Adam, PmfEnsemble)> {
-        let flow = Flow::new(&self.config.flow_spec(&self.molecule), &Device::Cpu)?;
+        let flow = Flow::new(&self.problem.flow_spec(&self.config), &Device::Cpu)?;
         let adam = self.adam_for(&flow);
         let ensemble = PmfEnsemble::new(
-            CgFeatures::Angles { count: 2 },
+            self.problem.features(),
             EnsembleConfig { seed: self.config.seed, ..self.config.ensemble.clone() },
             &Device::Cpu,
         )?;
@@ -780,59 +762,23 @@ impl AldpAl {
     }
 
     fn context(&self, flow: &Flow, cg: &[f64]) -> Result<Tensor> {
-        let n = cg.len() / 2;
-        Ok(Tensor::from_vec(self.molecule.context(cg), (n, 4), &Device::Cpu)?.to_dtype(flow.dtype())?)
+        let n = cg.len() / self.problem.cg_dims();
+        let width = self.problem.context_width();
+        Ok(Tensor::from_vec(self.problem.context(cg), (n, width), &Device::Cpu)?.to_dtype(flow.dtype())?)
     }
 
-    /// Start-up MD from the minimum-energy structure and training by example on its frames;
-    /// the first CG points are evenly spaced frames of that run (`mode` Grid: the grid instead).
-    pub fn start(&self, mode: AlMode, progress: &mut dyn FnMut(AlEvent)) -> Result<AldpAlState> {
+    /// The problem's start-up (for a molecule: MD from the reference structure and training by
+    /// example on its frames); the first CG points are evenly spaced among the start-up's
+    /// candidates (`mode` Grid: the grid instead).
+    pub fn start(&self, mode: AlMode, progress: &mut dyn FnMut(AlEvent)) -> Result<AlState> {
         let clock = Instant::now();
         let config = &self.config;
         let (flow, mut adam, ensemble) = self.fresh_models()?;
         let mut costs = CostBreakdown::default();
-
-        // Start-up MD; one OpenMM thread per Context keeps it reproducible on the CPU platform.
-        let md = &config.startup_md;
-        let platform = self.platform.clone().single_threaded_cpu();
-        let walker_config = WalkerConfig {
-            walkers: md.walkers,
-            seed: (config.seed % (i32::MAX as u64)) as i32 + 1,
-            ..WalkerConfig::default()
-        };
-        let mut walkers =
-            Walkers::new(&self.system, &platform, &walker_config, &self.reference_structure_nm, |_| vec![])?;
-        let frames = md.steps / md.record_every;
-        progress(AlEvent::Phase { name: "start-up MD (frames)", total: frames });
-        let mut positions = Vec::new();
-        for _ in 0..frames {
-            walkers.step(md.record_every)?;
-            positions.extend(walkers.positions()?);
-            progress(AlEvent::Advance(1));
-        }
-        costs.startup_md = walkers.evaluations();
-        let (fine, cg, _) = self.molecule.from_cartesian(&positions)?;
-        let valid = self.molecule.valid(&positions)?;
-        let n_frames = valid.len();
-        let keep: Vec<usize> = (0..n_frames).filter(|&i| valid[i]).collect();
-        if keep.len() < 2 {
-            return Err(Error::invalid("the start-up MD produced fewer than two valid frames"));
-        }
-
-        // Training by example.
-        let f = self.molecule.fine_dims();
         let mut rng = self.rng(1);
-        let ex = &config.example_training;
-        progress(AlEvent::Phase { name: "training by example (steps)", total: ex.steps as u64 });
-        for _ in 0..ex.steps {
-            let rows: Vec<usize> = (0..ex.batch).map(|_| keep[rng.gen_range(0..keep.len())]).collect();
-            let x: Vec<f64> = rows.iter().flat_map(|&i| fine[i * f..(i + 1) * f].iter().copied()).collect();
-            let c: Vec<f64> = rows.iter().flat_map(|&i| [cg[2 * i], cg[2 * i + 1]]).collect();
-            let x = Tensor::from_vec(x, (rows.len(), f), &Device::Cpu)?.to_dtype(flow.dtype())?;
-            let (loss, _) = ml_loss(&flow, &x, Some(&self.context(&flow, &c)?))?;
-            adam.step(flow.params(), &loss.backward()?, ex.lr)?;
-            progress(AlEvent::Advance(1));
-        }
+        let start = self.problem.start(config, &flow, &mut adam, &mut rng, progress)?;
+        costs.startup_md = start.startup_evaluations;
+        costs.other = start.other_evaluations;
         // A fresh optimiser for training by energy (its moments would otherwise carry the
         // scale of the likelihood gradients).
         let adam = self.adam_for(&flow);
@@ -840,12 +786,10 @@ impl AldpAl {
         let mut points = PointSets::default();
         match mode {
             AlMode::ActiveLearning => {
-                let step = (keep.len() as f64 / config.start_points as f64).max(1.0);
-                let mut start: Vec<[f64; 2]> = (0..config.start_points.min(keep.len()))
-                    .map(|k| {
-                        let i = keep[(k as f64 * step) as usize];
-                        [cg[2 * i], cg[2 * i + 1]]
-                    })
+                let candidates = &start.candidates;
+                let step = (candidates.len() as f64 / config.start_points as f64).max(1.0);
+                let mut start: Vec<Vec<f64>> = (0..config.start_points.min(candidates.len()))
+                    .map(|k| candidates[(k as f64 * step) as usize].clone())
                     .collect();
                 start.shuffle(&mut rng);
                 let n_test = (config.test_fraction * start.len() as f64).round() as usize;
@@ -855,17 +799,11 @@ impl AldpAl {
                 points.train = start;
             }
             AlMode::Grid => {
-                points.train = grid_centres(config.grid.points_per_angle)?;
+                points.train = torus_grid_centres(self.problem.cg_dims(), config.grid.points_per_angle)?;
                 points.newest = points.train.len();
             }
         }
-
-        // The energy origin of the loss regulariser: the minimum-energy structure.
-        let (fine_min, cg_min, _) = self.molecule.from_cartesian(&self.reference_structure_nm)?;
-        let before = self.target.evaluations();
-        let (e_min, _) = self.target.energies_and_gradients(&fine_min, Some(&cg_min))?;
-        costs.other += self.target.evaluations() - before;
-        Ok(AldpAlState {
+        Ok(AlState {
             mode,
             next_iteration: 0,
             flow,
@@ -875,7 +813,7 @@ impl AldpAl {
             log: vec![],
             costs,
             wall_s: clock.elapsed().as_secs_f64(),
-            reference_energy: e_min[0],
+            reference_energy: start.reference_energy,
             converged: false,
         })
     }
@@ -883,7 +821,7 @@ impl AldpAl {
     /// One iteration: training by energy, labels, ensemble fit, KLD, and (active learning) the
     /// search for new points. Sets `state.converged` when the search finds none, when
     /// `max_iterations` is reached, or after the one grid iteration.
-    pub fn iterate(&self, state: &mut AldpAlState, progress: &mut dyn FnMut(AlEvent)) -> Result<AldpIteration> {
+    pub fn iterate(&self, state: &mut AlState, progress: &mut dyn FnMut(AlEvent)) -> Result<AlIteration> {
         if state.converged {
             return Err(Error::invalid("the run has already finished"));
         }
@@ -894,7 +832,7 @@ impl AldpAl {
 
         // Training by energy on the newest points plus a fraction of the older ones.
         let pool = self.newest_and_some_older(state, &mut rng)?;
-        let pool_points: Vec<[f64; 2]> = pool.iter().map(|&i| state.points.train[i]).collect();
+        let pool_points: Vec<Vec<f64>> = pool.iter().map(|&i| state.points.train[i].clone()).collect();
         let epochs = match state.mode {
             AlMode::ActiveLearning => config.energy_training.epochs,
             AlMode::Grid => config.grid.epochs,
@@ -910,20 +848,20 @@ impl AldpAl {
         // with the current flow, and of the newest test points.
         let n_train = state.points.train.len();
         let to_label: Vec<usize> = if config.labels.refresh_all { (0..n_train).collect() } else { pool.clone() };
-        let label_points: Vec<[f64; 2]> = to_label.iter().map(|&i| state.points.train[i]).collect();
-        let before = self.target.evaluations();
+        let label_points: Vec<Vec<f64>> = to_label.iter().map(|&i| state.points.train[i].clone()).collect();
+        let before = self.problem.evaluations();
         let fresh = self.labels(&state.flow, &label_points, &mut rng, "labels (points)", progress)?;
-        state.costs.labels += self.target.evaluations() - before;
+        state.costs.labels += self.problem.evaluations() - before;
         let points = &mut state.points;
         points.train_labels.resize(points.train.len(), None);
         points.train_label_ess.resize(points.train.len(), 0.0);
         points.test_labels.resize(points.test.len(), None);
         let n_test = points.test.len();
         let test_pool: Vec<usize> = (n_test - points.newest_test.min(n_test)..n_test).collect();
-        let test_pool_points: Vec<[f64; 2]> = test_pool.iter().map(|&i| points.test[i]).collect();
-        let before = self.target.evaluations();
+        let test_pool_points: Vec<Vec<f64>> = test_pool.iter().map(|&i| points.test[i].clone()).collect();
+        let before = self.problem.evaluations();
         let fresh_test = self.labels(&state.flow, &test_pool_points, &mut rng, "test labels (points)", progress)?;
-        state.costs.test_labels += self.target.evaluations() - before;
+        state.costs.test_labels += self.problem.evaluations() - before;
         points.newest_test = 0;
         // This iteration's estimate of each point: its label samples, and where asked the
         // samples of training by energy at it (the pool's points, in pool order).
@@ -968,25 +906,25 @@ impl AldpAl {
 
         let test_labels: Vec<Option<f64>> = state.points.test_labels.iter().map(|l| l.filter(|&f| f <= cap)).collect();
         let test_rmse_kt = self.test_rmse(&state.ensemble, &state.points.test, &test_labels)?;
-        let kld = match &self.reference_probabilities {
-            Some(p) => {
-                let (mean, _) = state.ensemble.predict(&flat(&grid_centres(100)?))?;
-                Some(kl_to_free_energy(p, &mean)?)
-            }
-            None => None,
-        };
+        let kld_marginals = self.problem.kld(&state.ensemble)?;
+        let kld = (!kld_marginals.is_empty()).then(|| kld_marginals.iter().sum::<f64>() / kld_marginals.len() as f64);
+        let kld_marginals = if kld_marginals.len() > 1 { kld_marginals } else { vec![] };
 
         // Search for uncertain points (active learning only).
-        let mut picked: Vec<[f64; 2]> = vec![];
+        let mut picked: Vec<Vec<f64>> = vec![];
         let mut search_steps = 0;
         if state.mode == AlMode::ActiveLearning && iteration + 1 < config.max_iterations {
             let s = &config.search;
-            let mut starts: Vec<Vec<f64>> = vec![vec![s.start_deg[0].to_radians(), s.start_deg[1].to_radians()]];
+            let first = match &s.start_deg {
+                Some(deg) => deg.iter().map(|a| a.to_radians()).collect(),
+                None => self.problem.search_start(),
+            };
+            let mut starts: Vec<Vec<f64>> = vec![first];
             match s.starts {
-                SearchStarts::StartAndNewest => starts.extend(state.points.last_centres.iter().map(|p| p.to_vec())),
+                SearchStarts::StartAndNewest => starts.extend(state.points.last_centres.iter().cloned()),
                 SearchStarts::TrainingPoints => {
                     let train = &state.points.train;
-                    starts.extend((1..s.chains).map(|_| train[rng.gen_range(0..train.len())].to_vec()))
+                    starts.extend((1..s.chains).map(|_| train[rng.gen_range(0..train.len())].clone()))
                 }
             }
             let starts: Vec<Vec<f64>> = (0..s.chains).map(|i| starts[i % starts.len()].clone()).collect();
@@ -1000,21 +938,13 @@ impl AldpAl {
             progress(AlEvent::Phase { name: "uncertainty search", total: 1 });
             let ensemble = &state.ensemble;
             let mut model = |p: &[f64]| ensemble.predict(p);
-            let domain = CgDomain::Torus { dims: 2 };
+            let domain = self.problem.domain();
             let found = uncertainty_search(&domain, &starts, &search, &mut model)?;
             search_steps = found.steps;
-            let existing: Vec<Vec<f64>> = state.points.train.iter().map(|p| p.to_vec()).collect();
-            picked = farthest_point_selection(&domain, &found.found, &existing, s.new_points)
-                .into_iter()
-                .map(|p| [p[0], p[1]])
-                .collect();
+            picked = farthest_point_selection(&domain, &found.found, &state.points.train, s.new_points);
             progress(AlEvent::Advance(1));
             if !picked.is_empty() {
-                let centres: Vec<Vec<f64>> = picked.iter().map(|p| p.to_vec()).collect();
-                let mut new: Vec<[f64; 2]> = spread_points(&domain, &centres, s.spread, s.spread_radius_rad, &mut rng)?
-                    .into_iter()
-                    .map(|p| [p[0], p[1]])
-                    .collect();
+                let mut new = spread_points(&domain, &picked, s.spread, s.spread_radius_rad, &mut rng)?;
                 new.shuffle(&mut rng);
                 let n_test = (config.test_fraction * new.len() as f64).round() as usize;
                 state.points.test.extend(new.split_off(new.len() - n_test));
@@ -1027,31 +957,32 @@ impl AldpAl {
         state.converged = picked.is_empty();
         state.next_iteration += 1;
         state.wall_s += clock.elapsed().as_secs_f64();
-        let entry = AldpIteration {
+        let entry = AlIteration {
             iteration,
             train_points: state.points.train.len(),
             test_points: state.points.test.len(),
             evaluations: state.costs.total(),
             costs: state.costs,
             kld,
+            kld_marginals,
             wall_s: state.wall_s,
             energy_loss,
             d_fraction,
             label_ess_fraction,
             unlabelled,
             test_rmse_kt,
-            new_centres_deg: picked.iter().map(|&p| deg(p)).collect(),
+            new_centres_deg: picked.iter().map(|p| deg(p)).collect(),
             search_steps,
             phase_s: PhaseTimes { search: phase_clock.elapsed().as_secs_f64(), ..phase_s },
         };
         state.log.push(entry.clone());
-        progress(AlEvent::Iteration(entry.clone()));
+        progress(AlEvent::Iteration(Box::new(entry.clone())));
         Ok(entry)
     }
 
     /// Indices of the newest training points plus `old_fraction` of the others, drawn uniformly
     /// or, with `old_temperature_kt`, weighted by exp(-F / tau) on the current ensemble mean.
-    fn newest_and_some_older(&self, state: &AldpAlState, rng: &mut ChaCha8Rng) -> Result<Vec<usize>> {
+    fn newest_and_some_older(&self, state: &AlState, rng: &mut ChaCha8Rng) -> Result<Vec<usize>> {
         let n = state.points.train.len();
         let first_new = n - state.points.newest.min(n);
         let mut pool: Vec<usize> = (first_new..n).collect();
@@ -1074,12 +1005,12 @@ impl AldpAl {
     }
 
     /// Epochs of conditional reverse-KL training at `pool`; returns the last epoch's mean loss,
-    /// the fraction of D-alanine samples, and (with `labels.from_training`) each pool point's
+    /// the fraction of samples rejected as invalid, and (with `labels.from_training`) each pool point's
     /// importance-sampling estimate (free energy, ESS) from all its training samples.
     fn train_by_energy(
         &self,
-        state: &mut AldpAlState,
-        pool: &[[f64; 2]],
+        state: &mut AlState,
+        pool: &[Vec<f64>],
         epochs: usize,
         rng: &mut ChaCha8Rng,
         progress: &mut dyn FnMut(AlEvent),
@@ -1088,7 +1019,7 @@ impl AldpAl {
         let collect = self.config.labels.from_training;
         let steps_per_epoch = (pool.len() * et.samples_per_point).div_ceil(et.batch);
         progress(AlEvent::Phase { name: "training by energy (steps)", total: (epochs * steps_per_epoch) as u64 });
-        let (before, rejected_before) = (self.target.evaluations(), self.target.rejected());
+        let (before, rejected_before) = (self.problem.evaluations(), self.problem.rejected());
         let mut last_epoch_loss = 0.0;
         let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![(vec![], vec![]); pool.len()];
         for _ in 0..epochs {
@@ -1099,8 +1030,8 @@ impl AldpAl {
                 all.1.extend(new.1);
             }
         }
-        let evaluated = self.target.evaluations() - before;
-        let rejected = self.target.rejected() - rejected_before;
+        let evaluated = self.problem.evaluations() - before;
+        let rejected = self.problem.rejected() - rejected_before;
         state.costs.energy_training += evaluated;
         let d_fraction = rejected as f64 / (evaluated + rejected).max(1) as f64;
         let estimates = if collect { estimates_from_samples(&samples, self.config.labels.clip_top_k)? } else { vec![] };
@@ -1112,8 +1043,8 @@ impl AldpAl {
     /// mean loss and, when `collect`, ln p and ln q of every sample, per point.
     fn energy_epoch(
         &self,
-        state: &mut AldpAlState,
-        points: &[[f64; 2]],
+        state: &mut AlState,
+        points: &[Vec<f64>],
         samples_per_point: usize,
         collect: bool,
         rng: &mut ChaCha8Rng,
@@ -1124,20 +1055,20 @@ impl AldpAl {
             drop_top_k: et.drop_top_k,
             regularize_above: et.regularize_above_kt.map(|c| state.reference_energy + c),
         };
-        let dyn_target: Arc<dyn TargetEnergy> = self.target.clone();
+        let target = self.problem.target();
         let n_rows = points.len() * samples_per_point;
         let mut rows: Vec<usize> = (0..n_rows).map(|r| r % points.len()).collect();
         rows.shuffle(rng);
         let mut per_point: Vec<(Vec<f64>, Vec<f64>)> = vec![(vec![], vec![]); if collect { points.len() } else { 0 }];
         let mut sum = 0.0;
         for batch in rows.chunks(et.batch) {
-            let cg: Vec<f64> = batch.iter().flat_map(|&i| points[i]).collect();
+            let cg: Vec<f64> = batch.iter().flat_map(|&i| points[i].iter().copied()).collect();
             let context = self.context(&state.flow, &cg)?;
             let (loss, report, samples) =
-                kl_loss(&state.flow, dyn_target.clone(), batch.len(), Some(&context), Some(&cg), &loss_config, rng)?;
+                kl_loss(&state.flow, target.clone(), batch.len(), Some(&context), Some(&cg), &loss_config, rng)?;
             state.adam.step(state.flow.params(), &loss.backward()?, et.lr)?;
             if collect {
-                let log_p = self.target.log_density_of_energies(&samples.x, &cg, &samples.energy)?;
+                let log_p = self.problem.log_density_of_energies(&samples.x, &cg, &samples.energy)?;
                 for (row, &i) in batch.iter().enumerate() {
                     per_point[i].0.push(log_p[row]);
                     per_point[i].1.push(samples.log_q[row]);
@@ -1153,7 +1084,7 @@ impl AldpAl {
     fn labels(
         &self,
         flow: &Flow,
-        points: &[[f64; 2]],
+        points: &[Vec<f64>],
         rng: &mut ChaCha8Rng,
         phase: &'static str,
         progress: &mut dyn FnMut(AlEvent),
@@ -1163,11 +1094,12 @@ impl AldpAl {
         progress(AlEvent::Phase { name: phase, total: points.len() as u64 });
         let mut out = Vec::with_capacity(points.len());
         for chunk in points.chunks(per_chunk) {
-            let cg: Vec<f64> = chunk.iter().flat_map(|p| std::iter::repeat(*p).take(m)).flatten().collect();
-            let (x, log_q) = flow.sample(cg.len() / 2, Some(&self.context(flow, &cg)?), rng)?;
+            let cg: Vec<f64> =
+                chunk.iter().flat_map(|p| std::iter::repeat(p.iter().copied()).take(m).flatten()).collect();
+            let (x, log_q) = flow.sample(chunk.len() * m, Some(&self.context(flow, &cg)?), rng)?;
             let x: Vec<f64> = x.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1()?;
             let log_q: Vec<f64> = log_q.to_dtype(candle_core::DType::F64)?.to_vec1()?;
-            let log_p = self.target.log_density(&x, &cg)?;
+            let log_p = self.problem.log_density(&x, &cg)?;
             for j in 0..chunk.len() {
                 let range = j * m..(j + 1) * m;
                 out.push(label_or_none(&log_p[range.clone()], &log_q[range], self.config.labels.clip_top_k)?);
@@ -1177,24 +1109,56 @@ impl AldpAl {
         Ok(out)
     }
 
-    fn test_rmse(&self, ensemble: &PmfEnsemble, test: &[[f64; 2]], labels: &[Option<f64>]) -> Result<Option<f64>> {
-        let pairs: Vec<([f64; 2], f64)> = test.iter().zip(labels).filter_map(|(p, l)| l.map(|f| (*p, f))).collect();
+    fn test_rmse(&self, ensemble: &PmfEnsemble, test: &[Vec<f64>], labels: &[Option<f64>]) -> Result<Option<f64>> {
+        let pairs: Vec<(&Vec<f64>, f64)> = test.iter().zip(labels).filter_map(|(p, l)| l.map(|f| (p, f))).collect();
         if pairs.is_empty() {
             return Ok(None);
         }
-        let points: Vec<f64> = pairs.iter().flat_map(|(p, _)| *p).collect();
+        let points: Vec<f64> = pairs.iter().flat_map(|(p, _)| p.iter().copied()).collect();
         let (mean, _) = ensemble.predict(&points)?;
         let diff: Vec<f64> = mean.iter().zip(&pairs).map(|(m, (_, l))| m - l).collect();
         let shift = diff.iter().sum::<f64>() / diff.len() as f64;
         Ok(Some((diff.iter().map(|d| (d - shift).powi(2)).sum::<f64>() / diff.len() as f64).sqrt()))
     }
 
-    /// The ensemble-mean PMF (kT, minimum 0) and std on the `bins` x `bins` grid.
+    /// The ensemble-mean PMF (kT, minimum 0) and std on the `bins` x `bins` grid, for a problem
+    /// with two CG dimensions (errors otherwise: see [`Self::marginal_pmf`]).
     pub fn pmf_grid(&self, ensemble: &PmfEnsemble, bins: usize) -> Result<(Vec<f64>, Vec<f64>)> {
-        let (mut mean, std) = ensemble.predict(&flat(&grid_centres(bins)?))?;
+        if self.problem.cg_dims() != 2 {
+            return Err(Error::invalid(format!(
+                "a 2D PMF grid needs two CG dimensions, the problem has {}",
+                self.problem.cg_dims()
+            )));
+        }
+        let grid: Vec<f64> = grid_centres(bins)?.iter().flatten().copied().collect();
+        let (mut mean, std) = ensemble.predict(&grid)?;
         let min = mean.iter().copied().fold(f64::INFINITY, f64::min);
         mean.iter_mut().for_each(|v| *v -= min);
         Ok((mean, std))
+    }
+
+    /// The ensemble mean's 2D marginal PMF (kT, minimum 0; `bins` x `bins`, `[bin of i][bin of
+    /// j]`) of the CG dimensions `pair` over the torus, the other dimensions integrated out on
+    /// `other_bins` midpoints each ([`crate::metrics::marginal`]).
+    pub fn marginal_pmf(
+        &self,
+        ensemble: &PmfEnsemble,
+        pair: (usize, usize),
+        bins: usize,
+        other_bins: usize,
+    ) -> Result<Vec<f64>> {
+        let p = crate::metrics::marginal::marginal_probabilities(
+            self.problem.cg_dims(),
+            pair,
+            bins,
+            other_bins,
+            65_536,
+            |points| Ok(ensemble.predict(points)?.0),
+        )?;
+        let mut pmf: Vec<f64> = p.iter().map(|&q| -q.ln()).collect();
+        let min = pmf.iter().copied().fold(f64::INFINITY, f64::min);
+        pmf.iter_mut().for_each(|v| *v -= min);
+        Ok(pmf)
     }
 }
 
@@ -1217,17 +1181,17 @@ fn weighted_subset(log_weights: &[f64], k: usize, rng: &mut ChaCha8Rng) -> Vec<u
 
 #[cfg(test)]
 mod tests {
-    use super::{weighted_subset, AldpAlConfig, FitWeights, LabelConfig, PointSets};
+    use super::{weighted_subset, AlConfig, FitWeights, LabelConfig, PointSets};
 
     #[test]
     fn fit_set_keeps_labelled_points_caps_centres_and_weights() {
         let points = PointSets {
-            train: vec![[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]],
+            train: vec![vec![0.1, 0.2], vec![0.3, 0.4], vec![0.5, 0.6], vec![0.7, 0.8]],
             train_labels: vec![Some(1.0), None, Some(50.0), Some(3.0)],
             train_label_ess: vec![2.0, 0.0, 4.0, 8.0],
             ..PointSets::default()
         };
-        let labels = LabelConfig { cap_kt: Some(30.0), ..AldpAlConfig::fast().labels };
+        let labels = LabelConfig { cap_kt: Some(30.0), ..AlConfig::fast().labels };
         let uniform = points.fit_set(&LabelConfig { fit_weights: FitWeights::Uniform, ..labels.clone() }).unwrap();
         // Capped at 1 + 30 = 31; the mean of (1, 31, 3) is 35/3.
         assert_eq!(uniform.cap_kt, 31.0);

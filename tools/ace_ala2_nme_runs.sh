@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The long runs behind the second peptide's ruler (issue 18): Ace-(Ala)2-Nme, AMBER ff96 + OBC1,
+# 300 K, all peptide bonds held trans by walls (the ensemble unbiased MD samples).
+#   1. Umbrella sampling of each (phi_i, psi_i) pair, the other pair free: 20 x 20 windows,
+#      k = 100 kJ/mol/rad^2, 20 ps of equilibration, then 80 ps recorded every 50 fs
+#      (runs/ace-umbrella-res2, runs/ace-umbrella-res3): the 2D marginal references, by
+#      `cgflow reference` with the MD runs below in the same estimate.
+#   2. Unbiased MD, 4 realisations of 64 walkers x 250,000 steps (1.6e7 evaluations each), all four
+#      CVs kept as 100 x 100 histograms two by two (results/ace_ala2_nme_md/seed-N): the MD
+#      baseline (seeds 301-302) and MD data for the reference (seeds 401-402).
+# Every run checkpoints; running this script again, in this session or a later one, resumes where
+# a run stopped. Runs niced; started with setsid, lower the scheduler group's weight too:
+#   (setsid tools/ace_ala2_nme_runs.sh runs/cgflow-ace > runs/ace-runs.log 2>&1 &)
+#   for p in $(pgrep -f cgflow-ace); do echo 19 > /proc/$p/autogroup; done
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:-target/release/cgflow}
+DATA=data/ace_ala2_nme
+umbrella() {
+  local residue=$1 out=runs/ace-umbrella-res$1 resume=""
+  [ -f "$out/umbrella.ckpt" ] && resume="--resume"
+  if [ -f "$out/done" ]; then return; fi
+  nice -n 19 "$BIN" umbrella --system $DATA/system_obc1.xml --positions $DATA/min_energy.pdb \
+    --topology $DATA/min_energy.pdb --cg "phi:$residue psi:$residue" --trans-walls omegas \
+    --out "$out" --windows 20 --k 100 --trans-wall-k 1000 --steps 80000 --equilibrate 20000 \
+    --record-every 50 --bins 100 --checkpoint-every 5000 --seed $((2100 + residue)) --no-analysis $resume
+  touch "$out/done"
+}
+md() {
+  local seed=$1 out=results/ace_ala2_nme_md/seed-$1 resume=""
+  [ -f "$out/md.ckpt" ] && resume="--resume"
+  nice -n 19 "$BIN" md --system $DATA/system_obc1.xml --positions $DATA/min_energy.pdb --out "$out" \
+    --walkers 64 --steps 250000 --record-every 10 --seed "$seed" --cg backbone --dcd-walkers 0 \
+    --checkpoint-every 10000 --property Threads=1 --histogram-bins 100 $resume
+}
+umbrella 2
+umbrella 3
+md 301 & md 302 & wait
+md 401 & md 402 & wait
+echo "all runs done"

@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::problem::AlProblem;
-use super::search::{farthest_point_selection, spread_points, uncertainty_search, SearchConfig};
+use super::search::{farthest_point_selection, spread_points, uncertainty_search, CgDomain, SearchConfig};
 use crate::error::{Error, Result};
 use crate::flow::optim::{Adam, AdamConfig};
 use crate::flow::train::{kl_loss, EnergyLossConfig};
@@ -207,6 +207,10 @@ pub enum SearchStarts {
     /// Training points drawn at random (with `start_deg`): chains reach every part of the
     /// frontier of the explored region, not only the newest.
     TrainingPoints,
+    /// The newest training points, latest first (with `start_deg`): the points spread around the
+    /// last centres, so the search continues from the edge it just explored (the first seed's
+    /// Müller-Brown rule).
+    NewestPoints,
 }
 
 /// The grid-conditioning control experiment.
@@ -515,8 +519,8 @@ pub struct AlIteration {
     /// Root-mean-square error of the ensemble mean on the test labels below the cap (kT, after
     /// the best constant shift).
     pub test_rmse_kt: Option<f64>,
-    /// New centres (degrees, one angle per CG dimension) found by the search; empty when the run
-    /// has converged.
+    /// New centres found by the search, one value per CG dimension: in degrees for angles (a
+    /// torus), as they are otherwise (Müller-Brown's s); empty when the run has converged.
     pub new_centres_deg: Vec<Vec<f64>>,
     /// Metropolis steps the search took.
     pub search_steps: u64,
@@ -799,7 +803,7 @@ impl ActiveLearning {
                 points.train = start;
             }
             AlMode::Grid => {
-                points.train = torus_grid_centres(self.problem.cg_dims(), config.grid.points_per_angle)?;
+                points.train = self.problem.grid(config.grid.points_per_angle)?;
                 points.newest = points.train.len();
             }
         }
@@ -926,6 +930,11 @@ impl ActiveLearning {
                     let train = &state.points.train;
                     starts.extend((1..s.chains).map(|_| train[rng.gen_range(0..train.len())].clone()))
                 }
+                SearchStarts::NewestPoints => {
+                    let train = &state.points.train;
+                    let newest = state.points.newest.min(train.len());
+                    starts.extend(train[train.len() - newest..].iter().rev().take(s.chains - 1).cloned())
+                }
             }
             let starts: Vec<Vec<f64>> = (0..s.chains).map(|i| starts[i % starts.len()].clone()).collect();
             let search = SearchConfig {
@@ -971,7 +980,10 @@ impl ActiveLearning {
             label_ess_fraction,
             unlabelled,
             test_rmse_kt,
-            new_centres_deg: picked.iter().map(|p| deg(p)).collect(),
+            new_centres_deg: match self.problem.domain() {
+                CgDomain::Torus { .. } => picked.iter().map(|p| deg(p)).collect(),
+                CgDomain::Interval { .. } => picked.clone(),
+            },
             search_steps,
             phase_s: PhaseTimes { search: phase_clock.elapsed().as_secs_f64(), ..phase_s },
         };

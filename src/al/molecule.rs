@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::driver::{grid_centres, AlConfig, AlEvent};
+use super::driver::{grid_centres, torus_grid_centres, AlConfig, AlEvent};
 use super::problem::{AlProblem, StartUp};
 use super::search::CgDomain;
 use crate::energy::{OpenMmEnergy, OpenMmEnergyConfig};
@@ -183,6 +183,10 @@ impl AlProblem for MoleculeProblem {
 
     fn rejected(&self) -> u64 {
         self.target.rejected()
+    }
+
+    fn grid(&self, points_per_dim: usize) -> Result<Vec<Vec<f64>>> {
+        torus_grid_centres(self.molecule.cg_dims(), points_per_dim)
     }
 
     fn search_start(&self) -> Vec<f64> {

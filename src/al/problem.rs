@@ -59,6 +59,8 @@ pub trait AlProblem {
     fn rejected(&self) -> u64 {
         0
     }
+    /// The uniform grid of the grid-conditioning control, `points_per_dim` per CG dimension.
+    fn grid(&self, points_per_dim: usize) -> Result<Vec<Vec<f64>>>;
     /// The first chain start of the uncertainty search when the settings name none.
     fn search_start(&self) -> Vec<f64>;
     /// The start-up: whatever makes the first CG points, and any training of `flow` before

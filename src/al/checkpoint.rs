@@ -131,6 +131,15 @@ pub fn load_al_state(run: &Path, al: &ActiveLearning) -> Result<AlState> {
             state_path.display()
         )));
     }
+    let dims = al.problem().cg_dims();
+    let points = &file.points;
+    if let Some(p) = points.train.iter().chain(&points.test).find(|p| p.len() != dims) {
+        return Err(Error::invalid(format!(
+            "{}: a CG point of {} values; this run's problem has {dims} CG dimensions (another --cg?)",
+            state_path.display(),
+            p.len()
+        )));
+    }
     let (fresh_flow, mut adam, mut ensemble) = al.fresh_models()?;
     let (flow, training) = load_flow(&dir.join("flow"), &Device::Cpu)?;
     if flow.spec() != fresh_flow.spec() {

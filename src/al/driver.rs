@@ -175,13 +175,13 @@ pub struct AlSearchConfig {
     pub chains: usize,
     /// Where the chains start.
     pub starts: SearchStarts,
-    /// Start of the chains in the first iteration, one angle per CG dimension in degrees (for
-    /// alanine dipeptide, (phi, psi)); later iterations also start from the newest centres or
-    /// training points. Absent: the CG point of the problem's reference structure (for a
-    /// molecule, its minimum-energy structure).
+    /// Start of the chains in the first iteration, one value per CG dimension: degrees for angles
+    /// (for alanine dipeptide, (phi, psi)), the value itself otherwise; later iterations also
+    /// start from the newest centres or training points. Absent: the problem's own start (for a
+    /// molecule, the CG point of its minimum-energy structure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_deg: Option<Vec<f64>>,
-    /// Gaussian step per angle (radians).
+    /// Gaussian step per CG dimension (radians for angles).
     pub step_rad: f64,
     /// A chain stops where the ensemble std exceeds this (kT).
     pub threshold_kt: f64,
@@ -193,7 +193,7 @@ pub struct AlSearchConfig {
     pub max_steps: u64,
     /// CG points spread around each new centre.
     pub spread: usize,
-    /// Half-width of the spread (radians, per angle).
+    /// Half-width of the spread (per CG dimension; radians for angles).
     pub spread_radius_rad: f64,
 }
 
@@ -217,7 +217,8 @@ pub enum SearchStarts {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GridConfig {
-    /// Grid points per angle (uniform over [-pi, pi)^2 at the bin centres).
+    /// Grid points per CG dimension (at the bin centres of [-pi, pi) per angle: points_per_angle^d
+    /// points for d angles, at most 10^7).
     pub points_per_angle: usize,
     /// Epochs of training by energy over the whole grid.
     pub epochs: usize,
@@ -497,9 +498,8 @@ pub struct AlIteration {
     pub evaluations: u64,
     /// Their breakdown.
     pub costs: CostBreakdown,
-    /// KL divergence of the ensemble-mean PMF to the reference (the problem's score: for a
-    /// molecule with two CG angles, on the 100 x 100 grid; with more, the mean over its 2D
-    /// marginal references).
+    /// KL divergence of the ensemble-mean PMF to the problem's reference, or the mean over its
+    /// references when it has several (for a molecule: 2D marginal references).
     pub kld: Option<f64>,
     /// The KLD of each 2D marginal reference, where the problem has more than one (in the order
     /// the references were given).
@@ -919,9 +919,10 @@ impl ActiveLearning {
         let mut search_steps = 0;
         if state.mode == AlMode::ActiveLearning && iteration + 1 < config.max_iterations {
             let s = &config.search;
-            let first = match &s.start_deg {
-                Some(deg) => deg.iter().map(|a| a.to_radians()).collect(),
-                None => self.problem.search_start(),
+            let first = match (&s.start_deg, self.problem.domain()) {
+                (Some(deg), CgDomain::Torus { .. }) => deg.iter().map(|a| a.to_radians()).collect(),
+                (Some(values), CgDomain::Interval { .. }) => values.clone(),
+                (None, _) => self.problem.search_start(),
             };
             let mut starts: Vec<Vec<f64>> = vec![first];
             match s.starts {

@@ -2,7 +2,7 @@
 //! [`problem::AlProblem`] (any molecule in [`molecule`]), its run checkpoint ([`checkpoint`]);
 //! Metropolis search on the PMF ensemble's mean that stops where its uncertainty is high,
 //! farthest-point selection, and spreading new points ([`search`]); and the seed's Müller-Brown
-//! loop ([`muller_brown`]).
+//! problem ([`muller_brown`]).
 
 pub mod checkpoint;
 pub mod driver;

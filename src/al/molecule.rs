@@ -45,6 +45,7 @@ pub struct MoleculeProblem {
     molecule: ConditionalMolecule,
     target: Arc<ConditionalMolecularTarget>,
     reference_structure_nm: Vec<f64>,
+    reference_cg: Vec<f64>,
     references: Vec<MarginalReference>,
     other_bins: usize,
 }
@@ -56,8 +57,9 @@ impl MoleculeProblem {
 
     /// The problem of `molecule` with energies of `system` on `platform`. `reference_structure_nm`
     /// (flat xyz, nm) starts the MD and is the energy origin; `references` score the PMF. Errors
-    /// on a System of another size, a reference structure of the wrong length, and a reference
-    /// of the wrong shape or of a pair that is not two distinct CG dimensions.
+    /// on a System of another size, a reference structure of the wrong length or without CG
+    /// angles (non-finite, or atoms on top of each other), and a reference of the wrong shape or
+    /// of a pair that is not two distinct CG dimensions.
     pub fn new(
         molecule: ConditionalMolecule,
         system: &System,
@@ -94,6 +96,7 @@ impl MoleculeProblem {
                 )));
             }
         }
+        let (_, reference_cg, _) = molecule.from_cartesian(reference_structure_nm)?;
         let energy = OpenMmEnergy::new(system, platform, &OpenMmEnergyConfig::default())?;
         let target = Arc::new(ConditionalMolecularTarget::new(molecule.clone(), Box::new(energy))?);
         Ok(Self {
@@ -102,6 +105,7 @@ impl MoleculeProblem {
             molecule,
             target,
             reference_structure_nm: reference_structure_nm.to_vec(),
+            reference_cg,
             references,
             other_bins: Self::DEFAULT_OTHER_BINS,
         })
@@ -190,8 +194,7 @@ impl AlProblem for MoleculeProblem {
     }
 
     fn search_start(&self) -> Vec<f64> {
-        // The reference structure was checked at construction; its CG angles always exist.
-        self.molecule.from_cartesian(&self.reference_structure_nm).map(|(_, cg, _)| cg).unwrap_or_default()
+        self.reference_cg.clone()
     }
 
     /// Start-up MD from the reference structure (one OpenMM thread per Context keeps it

@@ -146,6 +146,9 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
         bail!("{} has {} atoms, the system {n_atoms}", args.structure.display(), structure.n_atoms);
     }
     let structure_nm = &structure.positions_nm[..3 * n_atoms];
+    if args.topology.is_some() && args.cg.is_none() {
+        bail!("--topology names the atoms of a --cg definition; give --cg too");
+    }
     let info = match &args.cg {
         None => MoleculeModelInfo::aldp(&system, structure_nm, 300.0)
             .context("without --cg the molecule is alanine dipeptide; give --cg for another")?,
@@ -162,7 +165,8 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
     let problem = MoleculeProblem::new(molecule, &system, &platform, structure_nm, references)?
         .with_other_bins(args.marginal_grid)?;
     let al = ActiveLearning::new(config.clone(), Box::new(problem))?;
-    let output = PmfOutput { out: &out, pairs: &pairs, other_bins: args.marginal_grid };
+    let axes = if args.cg.is_none() { ["phi", "psi"] } else { ["CG angle 0", "CG angle 1"] };
+    let output = PmfOutput { out: &out, pairs: &pairs, other_bins: args.marginal_grid, axes };
 
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut state = if args.resume && !killed_in_startup {
@@ -290,22 +294,18 @@ fn read_references(items: &[String], aldp_default: bool, cg_dims: usize) -> Resu
         [] if aldp_default => vec![ALDP_REFERENCE.to_owned()],
         [] => vec![],
         [none] if none == "none" => vec![],
+        _ if items.iter().any(|i| i == "none") => bail!("--reference none cannot be combined with references"),
         _ => items.to_vec(),
     };
     items
         .iter()
         .map(|item| {
-            let (pair, path) = match item.split_once('=') {
-                Some((pair, path)) => {
-                    let parsed: Option<(usize, usize)> =
-                        pair.split_once(',').and_then(|(i, j)| Some((i.trim().parse().ok()?, j.trim().parse().ok()?)));
-                    let pair = parsed.with_context(|| {
-                        format!("--reference '{item}': expected I,J=NPY with two 0-based CG dimensions")
-                    })?;
-                    (pair, PathBuf::from(path))
-                }
-                None => ((0, 1), PathBuf::from(item)),
-            };
+            // `I,J=` in front names the pair; a path may hold `=` itself.
+            let pair_prefix = item.split_once('=').and_then(|(pair, path)| {
+                let (i, j) = pair.split_once(',')?;
+                Some(((i.trim().parse().ok()?, j.trim().parse().ok()?), PathBuf::from(path)))
+            });
+            let (pair, path) = pair_prefix.unwrap_or(((0, 1), PathBuf::from(item)));
             if pair.0 >= cg_dims || pair.1 >= cg_dims || pair.0 == pair.1 {
                 bail!("--reference '{item}': ({}, {}) is not a pair of the {cg_dims} CG dimensions", pair.0, pair.1);
             }
@@ -323,10 +323,14 @@ fn read_references(items: &[String], aldp_default: bool, cg_dims: usize) -> Resu
 }
 
 /// The pairs of CG dimensions whose PMFs are drawn for a problem of more than two: those of the
-/// references, or (0, 1), (2, 3), ... without any.
+/// references, or (0, 1), (2, 3), ... without any (and, for an odd count, the last two).
 fn marginal_pairs(cg_dims: usize, references: &[MarginalReference]) -> Vec<(usize, usize)> {
     if references.is_empty() {
-        (0..cg_dims / 2).map(|k| (2 * k, 2 * k + 1)).collect()
+        let mut pairs: Vec<(usize, usize)> = (0..cg_dims / 2).map(|k| (2 * k, 2 * k + 1)).collect();
+        if cg_dims % 2 == 1 && cg_dims > 2 {
+            pairs.push((cg_dims - 2, cg_dims - 1));
+        }
+        pairs
     } else {
         references.iter().map(|r| r.pair).collect()
     }
@@ -337,6 +341,8 @@ struct PmfOutput<'a> {
     out: &'a Path,
     pairs: &'a [(usize, usize)],
     other_bins: usize,
+    /// Axis names of a 2D PMF.
+    axes: [&'a str; 2],
 }
 
 fn heat_map(
@@ -369,6 +375,18 @@ fn heat_map(
 
 fn write_pmf_files(al: &ActiveLearning, state: &AlState, output: &PmfOutput, iteration: usize) -> Result<()> {
     let out = output.out;
+    if al.problem().cg_dims() == 1 {
+        // One CG angle: the PMF on 100 bin centres (no picture).
+        let (lo, hi) = (-std::f64::consts::PI, std::f64::consts::PI);
+        let centres = crate::metrics::Axis::new(lo, hi, REFERENCE_BINS)?.centres();
+        let (mut pmf, _) = state.ensemble.predict(&centres)?;
+        let min = pmf.iter().copied().fold(f64::INFINITY, f64::min);
+        pmf.iter_mut().for_each(|v| *v -= min);
+        for name in ["pmf_kt.npy".to_owned(), format!("pmf_iter{iteration:02}_kt.npy")] {
+            crate::io::npy::write_npy(&out.join(name), &[REFERENCE_BINS], &pmf)?;
+        }
+        return Ok(());
+    }
     if al.problem().cg_dims() != 2 {
         for &(i, j) in output.pairs {
             let pmf = al.marginal_pmf(&state.ensemble, (i, j), REFERENCE_BINS, output.other_bins)?;
@@ -388,7 +406,8 @@ fn write_pmf_files(al: &ActiveLearning, state: &AlState, output: &PmfOutput, ite
         ("std", &std, "std / kT", f64::INFINITY, format!("ensemble std, iteration {iteration}")),
     ] {
         let path = out.join(format!("{name}_iter{iteration:02}.png"));
-        heat_map(&path, values, "phi / degree", "psi / degree", &title, label, clip)?;
+        let [x, y] = output.axes.map(|a| format!("{a} / degree"));
+        heat_map(&path, values, &x, &y, &title, label, clip)?;
     }
     // The latest PMF, and this iteration's (for curves of accuracy by region after the run).
     for name in ["pmf_kt.npy".to_owned(), format!("pmf_iter{iteration:02}_kt.npy")] {

@@ -409,6 +409,9 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
         .transpose()?;
     let histogram_runs = md_dirs.iter().filter(|d| crate::io::cv_histograms::is_histogram_run(d)).count();
     let source = match histogram_runs {
+        0 if args.cv_pair.is_some() => {
+            bail!("--cv-pair picks a pair of MD runs that kept histograms; these runs keep the values of two CVs")
+        }
         0 => values_source(md_dirs, args.system.as_deref(), system_xml.as_deref())?,
         n if n == md_dirs.len() => {
             let pair = match &args.cv_pair {
@@ -630,7 +633,7 @@ fn histogram_source(
         if let (Some(system), Some(xml)) = (system, system_xml) {
             run.check_system(dir, xml, system)?;
         }
-        let run = run.only_pair(pair).with_context(|| format!("{} (--cv-pair)", dir.display()))?;
+        let run = run.only_pair(pair).with_context(|| format!("{}", dir.display()))?;
         if run.settings.bins != bins {
             bail!(
                 "{} keeps histograms of {} x {} bins; the reference has {bins} x {bins}",

@@ -1,5 +1,5 @@
 //! `cgflow grid`: the grid-conditioning control experiment (BRIEF section 5): the conditional flow
-//! trained by energy on a uniform (phi, psi) grid, labels and the PMF ensemble, no search. Same
+//! trained by energy on a uniform grid of the CG angles (points_per_angle^d points), labels and the PMF ensemble, no search. Same
 //! settings file, outputs and resume as `cgflow al`.
 
 use crate::al::driver::AlMode;

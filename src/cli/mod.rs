@@ -48,9 +48,10 @@ enum Command {
     Backmap(backmap::BackmapArgs),
     /// Boltzmann generator on a toy system (double well, harmonic box, Müller-Brown) with PNGs.
     Bg(bg::BgArgs),
-    /// Active learning of alanine dipeptide's (phi, psi) PMF with a conditional flow and OpenMM.
+    /// Active learning of a molecule's CG PMF (alanine dipeptide's (phi, psi) by default, any
+    /// molecule with --cg) with a conditional flow and OpenMM.
     Al(al::AlArgs),
-    /// Grid-conditioning control: the conditional flow trained on a uniform (phi, psi) grid.
+    /// Grid-conditioning control: the conditional flow trained on a uniform grid of the CG angles.
     Grid(grid::GridArgs),
 }
 

@@ -480,7 +480,6 @@ impl ReferenceArgs {
     }
 }
 
-/// Runs `cgflow reference`.
 /// How the MD folders of `args` are read.
 fn md_reading(args: &ReferenceArgs) -> Result<MdReading> {
     let pair = match &args.md_pair {
@@ -493,23 +492,47 @@ fn md_reading(args: &ReferenceArgs) -> Result<MdReading> {
     Ok(MdReading { skip_steps: args.md_skip_steps, pair })
 }
 
-/// Errors unless every MD folder's CV pair (`--md-pair`) is made of the same dihedrals as the
-/// umbrella folders' two CVs, so that all the states of one estimate describe one pair.
+/// Errors unless every umbrella folder restrains the same two dihedrals and every MD folder's CV
+/// pair (`--md-pair`, also of the `--check-md` folders) is made of them, so that all the states
+/// of one estimate, and its check, describe one pair. A dihedral and its reverse are the same
+/// angle; folders whose `cv.json` names no CVs (none of cgflow's) are not checked.
 fn check_same_cvs(args: &ReferenceArgs, md: MdReading) -> Result<()> {
-    let cvs_of = |dir: &Path| -> Result<Vec<serde_json::Value>> {
+    let cvs_of = |dir: &Path| -> Result<Vec<Vec<u64>>> {
         let path = dir.join(crate::io::cv_run::DESCRIPTION_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let d: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
-        Ok(d["cvs"].as_array().cloned().unwrap_or_default())
+        let cvs = d["cvs"].as_array().cloned().unwrap_or_default();
+        Ok(cvs
+            .iter()
+            .map(|cv| {
+                let mut atoms: Vec<u64> = cv
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_f64()).map(|v| v as u64).collect())
+                    .unwrap_or_default();
+                if atoms.first() > atoms.last() {
+                    atoms.reverse();
+                }
+                atoms
+            })
+            .collect())
     };
     let Some(first) = args.umbrella.first() else { return Ok(()) };
     let umbrella = cvs_of(first)?;
     if umbrella.is_empty() {
         return Ok(());
     }
-    for dir in &args.md {
+    for dir in &args.umbrella[1..] {
         let cvs = cvs_of(dir)?;
-        let pair: Vec<serde_json::Value> = md.pair.iter().filter_map(|&i| cvs.get(i).cloned()).collect();
+        if !cvs.is_empty() && cvs != umbrella {
+            bail!("{}: restrains {cvs:?}, {} restrains {umbrella:?}", dir.display(), first.display());
+        }
+    }
+    for dir in args.md.iter().chain(&args.check_md) {
+        let cvs = cvs_of(dir)?;
+        if cvs.is_empty() {
+            continue;
+        }
+        let pair: Vec<Vec<u64>> = md.pair.iter().filter_map(|&i| cvs.get(i).cloned()).collect();
         if pair != umbrella {
             bail!(
                 "{}: its CVs {} and {} ({:?}) are not the dihedrals {} restrains ({umbrella:?}); choose the pair with \
@@ -525,6 +548,7 @@ fn check_same_cvs(args: &ReferenceArgs, md: MdReading) -> Result<()> {
     Ok(())
 }
 
+/// Runs `cgflow reference`.
 pub fn run(args: ReferenceArgs) -> Result<()> {
     if args.stride == 0 || args.bins == 0 || args.blocks == 0 {
         bail!("--stride, --bins and --blocks must be positive");

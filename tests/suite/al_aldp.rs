@@ -314,3 +314,41 @@ fn cli_rejects_unknown_fields_missing_checkpoints_and_overwrites() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && stderr.contains("already holds a run"), "{stderr}");
 }
+
+/// The tiny preset's log as the loop wrote it before it became the generic driver (commit
+/// 14c079d, `cgflow al --preset tiny`): the driver keeps alanine dipeptide's results. Counts are
+/// exact; energies sum in OpenMM's order, so values agree to rounding.
+#[test]
+fn tiny_preset_gives_what_the_alanine_dipeptide_loop_gave() {
+    // The CLI's defaults: the System, min_energy.pdb, the committed reference.
+    let system = System::from_xml_file(&aldp_file("aldp_obc1.xml")).expect("system");
+    let x = cgflow::io::read_positions(&aldp_file("min_energy.pdb")).expect("structure").positions_nm;
+    let reference = cgflow::io::npy::read_npy(&root().join("data/reference/aldp_umbrella/reference_probabilities.npy"))
+        .expect("reference")
+        .data;
+    let problem = MoleculeProblem::new(
+        ConditionalMolecule::aldp(&x).expect("molecule"),
+        &system,
+        &Platform::new("CPU").expect("platform"),
+        &x,
+        vec![MarginalReference { pair: (0, 1), probabilities: reference }],
+    )
+    .expect("problem");
+    let al = ActiveLearning::new(AlConfig::tiny(), Box::new(problem)).expect("driver");
+    let mut quiet = |_| {};
+    let mut state = al.start(AlMode::ActiveLearning, &mut quiet).expect("start");
+    let expected = [
+        (2692, [2000, 193, 397, 101, 1], 2.0752879640743673, 352.2745363924578),
+        (3494, [2000, 355, 991, 147, 1], 2.0060861792757736, 361.8047211651284),
+    ];
+    for (evaluations, costs, kld, loss) in expected {
+        let e = al.iterate(&mut state, &mut quiet).expect("iterate");
+        let c = e.costs;
+        assert_eq!(
+            (e.evaluations, [c.startup_md, c.energy_training, c.labels, c.test_labels, c.other]),
+            (evaluations, costs)
+        );
+        assert!((e.kld.expect("kld") - kld).abs() < 1e-6 * kld, "KLD {:?} vs {kld}", e.kld);
+        assert!((e.energy_loss - loss).abs() < 1e-6 * loss, "loss {} vs {loss}", e.energy_loss);
+    }
+}

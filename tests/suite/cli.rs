@@ -819,4 +819,9 @@ fn reference_takes_md_histograms_as_a_binned_state_weighed_per_unit_of_time() {
     let args = reference("12", &["--md-skip-steps", "2990"]);
     let e = failing(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     assert!(e.contains("fewer than 3 histogram marks"), "{e}");
+    // An MD pair other than the dihedrals the umbrella windows restrain, and one the run did not
+    // keep, are refused.
+    let args = reference("12", &["--md-skip-steps", "500", "--md-pair", "1,0"]);
+    let e = failing(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(e.contains("are not the dihedrals"), "{e}");
 }

@@ -9,7 +9,8 @@
 #      CVs kept as 100 x 100 histograms two by two (results/ace_ala2_nme_md/seed-N): the MD
 #      baseline (seeds 301-302) and MD data for the reference (seeds 401-402).
 # Every run checkpoints; running this script again, in this session or a later one, resumes where
-# a run stopped. Runs niced; started with setsid, lower the scheduler group's weight too:
+# a run stopped. A second argument runs one part (umbrella, md-baseline, md-reference; default
+# all, in that order). Runs niced; started with setsid, lower the scheduler group's weight too:
 #   (setsid tools/ace_ala2_nme_runs.sh runs/cgflow-ace > runs/ace-runs.log 2>&1 &)
 #   for p in $(pgrep -f cgflow-ace); do echo 19 > /proc/$p/autogroup; done
 set -euo pipefail
@@ -33,8 +34,11 @@ md() {
     --walkers 64 --steps 250000 --record-every 10 --seed "$seed" --cg backbone --dcd-walkers 0 \
     --checkpoint-every 10000 --property Threads=1 --histogram-bins 100 $resume
 }
-umbrella 2
-umbrella 3
-md 301 & md 302 & wait
-md 401 & md 402 & wait
-echo "all runs done"
+case "${2:-all}" in
+  umbrella) umbrella 2; umbrella 3 ;;
+  md-baseline) md 301 & md 302 & wait ;;
+  md-reference) md 401 & md 402 & wait ;;
+  all) umbrella 2; umbrella 3; md 301 & md 302 & wait; md 401 & md 402 & wait ;;
+  *) echo "usage: $0 [BIN] [umbrella|md-baseline|md-reference|all]" >&2; exit 2 ;;
+esac
+echo "runs done: ${2:-all}"

@@ -165,6 +165,7 @@ pub fn load_al_state(run: &Path, al: &ActiveLearning) -> Result<AlState> {
     }
     ensemble.set_fits(file.ensemble_fits);
     Ok(AlState {
+        marginal_pmfs: vec![],
         mode: file.mode,
         next_iteration: file.next_iteration,
         flow,

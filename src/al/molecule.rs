@@ -11,7 +11,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::driver::{grid_centres, torus_grid_centres, AlConfig, AlEvent};
-use super::problem::{AlProblem, StartUp};
+use super::problem::{AlProblem, Score, StartUp};
 use super::search::CgDomain;
 use crate::energy::{OpenMmEnergy, OpenMmEnergyConfig};
 use crate::error::{Error, Result};
@@ -262,23 +262,26 @@ impl AlProblem for MoleculeProblem {
     }
 
     /// Two CG angles and the reference of (0, 1): the ensemble mean on the reference's bin
-    /// centres; otherwise each marginal integrated over the other angles.
-    fn kld(&self, ensemble: &PmfEnsemble) -> Result<Vec<f64>> {
+    /// centres; otherwise each marginal integrated over the other angles (and kept).
+    fn score(&self, ensemble: &PmfEnsemble) -> Result<Score> {
         let dims = self.molecule.cg_dims();
-        self.references
-            .iter()
-            .map(|r| {
-                let free_energy = if dims == 2 && r.pair == (0, 1) {
-                    let grid: Vec<f64> = grid_centres(REFERENCE_BINS)?.iter().flatten().copied().collect();
-                    ensemble.predict(&grid)?.0
-                } else {
-                    let p = marginal_probabilities(dims, r.pair, REFERENCE_BINS, self.other_bins, 65_536, |x| {
-                        Ok(ensemble.predict(x)?.0)
-                    })?;
-                    p.iter().map(|q| -q.ln()).collect()
-                };
-                kl_to_free_energy(&r.probabilities, &free_energy)
-            })
-            .collect()
+        let mut score = Score::default();
+        for r in &self.references {
+            let free_energy = if dims == 2 && r.pair == (0, 1) {
+                let grid: Vec<f64> = grid_centres(REFERENCE_BINS)?.iter().flatten().copied().collect();
+                ensemble.predict(&grid)?.0
+            } else {
+                let p = marginal_probabilities(dims, r.pair, REFERENCE_BINS, self.other_bins, 65_536, |x| {
+                    Ok(ensemble.predict(x)?.0)
+                })?;
+                let mut f: Vec<f64> = p.iter().map(|q| -q.ln()).collect();
+                let min = f.iter().copied().fold(f64::INFINITY, f64::min);
+                f.iter_mut().for_each(|v| *v -= min);
+                score.marginal_pmfs.push((r.pair, f.clone()));
+                f
+            };
+            score.kld.push(kl_to_free_energy(&r.probabilities, &free_energy)?);
+        }
+        Ok(score)
     }
 }

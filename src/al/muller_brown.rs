@@ -11,7 +11,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::driver::{AlConfig, AlEvent, AlSearchConfig, EnergyTrainingConfig, LabelConfig, SearchStarts};
-use super::problem::{AlProblem, StartUp};
+use super::problem::{AlProblem, Score, StartUp};
 use super::search::CgDomain;
 use crate::energy::toy::MullerBrown;
 use crate::error::{Error, Result};
@@ -195,10 +195,10 @@ impl AlProblem for MullerBrownProblem {
         })
     }
 
-    fn kld(&self, ensemble: &PmfEnsemble) -> Result<Vec<f64>> {
+    fn score(&self, ensemble: &PmfEnsemble) -> Result<Score> {
         let (lo, hi) = MullerBrown::S_RANGE;
         let centres = Axis::new(lo, hi, REFERENCE_BINS)?.centres();
         let (mean, _) = ensemble.predict(&centres)?;
-        Ok(vec![kl_to_free_energy(&self.reference, &mean)?])
+        Ok(Score { kld: vec![kl_to_free_energy(&self.reference, &mean)?], marginal_pmfs: vec![] })
     }
 }

@@ -14,6 +14,16 @@ use crate::flow::train::TargetEnergy;
 use crate::flow::{Flow, FlowSpec};
 use crate::pmf::ensemble::{CgFeatures, PmfEnsemble};
 
+/// How the ensemble-mean PMF compares with a problem's references.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Score {
+    /// KL divergence to each reference (empty without a reference).
+    pub kld: Vec<f64>,
+    /// The 2D marginal PMFs (kT, minimum 0, on the reference grid) computed on the way, by pair
+    /// of CG dimensions, for a caller that also draws them.
+    pub marginal_pmfs: Vec<((usize, usize), Vec<f64>)>,
+}
+
 /// What a problem's start-up gives the driver.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StartUp {
@@ -73,7 +83,6 @@ pub trait AlProblem {
         rng: &mut ChaCha8Rng,
         progress: &mut dyn FnMut(AlEvent),
     ) -> Result<StartUp>;
-    /// KL divergences of the ensemble-mean PMF to the problem's references, one per reference
-    /// (empty without a reference).
-    fn kld(&self, ensemble: &PmfEnsemble) -> Result<Vec<f64>>;
+    /// The ensemble-mean PMF against the problem's references.
+    fn score(&self, ensemble: &PmfEnsemble) -> Result<Score>;
 }

@@ -389,7 +389,11 @@ fn write_pmf_files(al: &ActiveLearning, state: &AlState, output: &PmfOutput, ite
     }
     if al.problem().cg_dims() != 2 {
         for &(i, j) in output.pairs {
-            let pmf = al.marginal_pmf(&state.ensemble, (i, j), REFERENCE_BINS, output.other_bins)?;
+            let scored = state.marginal_pmfs.iter().find(|(pair, _)| *pair == (i, j)).map(|(_, f)| f.clone());
+            let pmf = match scored {
+                Some(pmf) => pmf,
+                None => al.marginal_pmf(&state.ensemble, (i, j), REFERENCE_BINS, output.other_bins)?,
+            };
             let title = format!("ensemble-mean PMF, CG angles {i} and {j}, iteration {iteration}");
             let path = out.join(format!("pmf_{i}_{j}_iter{iteration:02}.png"));
             let (x, y) = (format!("CG angle {i} / degree"), format!("CG angle {j} / degree"));

@@ -87,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Training by example.
     // The reference architecture for this molecule, smaller.
-    let spec = FlowSpec { layers: 6, hidden: 96, ..FlowSpec::conditional_for(&molecule, Precision::Mixed, 7) };
+    let spec = FlowSpec { layers: 6, hidden: 96, ..molecule.reference_flow_spec(Precision::Mixed, 7) };
     let flow = Flow::new(&spec, &Device::Cpu)?;
     let mut adam = Adam::new(flow.params(), AdamConfig::default());
     let mut rng = ChaCha8Rng::seed_from_u64(3);

@@ -12,7 +12,9 @@
 //! `ensemble.final_lr=1e-4 labels.cap_kt=12 ensemble.members=20`.
 
 use candle_core::Device;
-use cgflow::al::driver::{grid_centres, AlConfig, FitWeights, LabelConfig, PointSets};
+use cgflow::al::config::{AlConfig, FitWeights, LabelConfig};
+use cgflow::al::driver::PointSets;
+use cgflow::al::search::grid_centres;
 use cgflow::io::npy::read_npy;
 use cgflow::metrics::kl_to_free_energy;
 use cgflow::pmf::{CgFeatures, PmfEnsemble};

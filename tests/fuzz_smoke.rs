@@ -233,9 +233,9 @@ fn run_folders_survive_mutations() {
         std::fs::write(run.join("cv.f32"), b).expect("write");
         cgflow::io::cv_run::CvRun::read(&run).is_ok()
     });
-    let settings = serde_json::to_vec_pretty(&cgflow::al::driver::AlConfig::fast()).expect("settings");
+    let settings = serde_json::to_vec_pretty(&cgflow::al::config::AlConfig::fast()).expect("settings");
     fuzz("al settings", &settings, 10, |b| {
-        serde_json::from_slice::<cgflow::al::driver::AlConfig>(b).is_ok_and(|c| c.validate().is_ok())
+        serde_json::from_slice::<cgflow::al::config::AlConfig>(b).is_ok_and(|c| c.validate().is_ok())
     });
 }
 
@@ -274,7 +274,8 @@ fn histogram_run_folders_survive_mutations() {
 #[test]
 fn model_checkpoint_and_method_files_survive_mutations() {
     let _serial = serial();
-    use cgflow::al::driver::{ActiveLearning, AlConfig, AlMode};
+    use cgflow::al::config::AlConfig;
+    use cgflow::al::driver::{ActiveLearning, AlMode};
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("tmp");
     // A real start of the tiny active-learning preset: its checkpoint and its flow as a model.

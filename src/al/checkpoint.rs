@@ -16,7 +16,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::al::driver::{ActiveLearning, AlConfig, AlIteration, AlMode, AlState, CostBreakdown, PointSets};
+use crate::al::config::AlConfig;
+use crate::al::driver::{ActiveLearning, AlMode, AlState, PointSets};
+use crate::al::record::{AlIteration, CostBreakdown};
 use crate::error::{Error, Result};
 use crate::flow::checkpoint::{load_flow, save_flow, TrainingState};
 

@@ -5,10 +5,12 @@
 //! problem ([`muller_brown`]).
 
 pub mod checkpoint;
+pub mod config;
 pub mod driver;
 pub mod molecule;
 pub mod muller_brown;
 pub mod problem;
+pub mod record;
 pub mod search;
 
 pub use search::{farthest_point_selection, spread_points, uncertainty_search, CgDomain, SearchConfig, SearchOutcome};

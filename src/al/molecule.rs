@@ -10,9 +10,10 @@ use candle_core::{Device, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::driver::{grid_centres, torus_grid_centres, AlConfig, AlEvent};
+use super::config::AlConfig;
 use super::problem::{AlProblem, Score, StartUp};
-use super::search::CgDomain;
+use super::record::AlEvent;
+use super::search::{grid_centres, torus_grid_centres, CgDomain};
 use crate::energy::{OpenMmEnergy, OpenMmEnergyConfig};
 use crate::error::{Error, Result};
 use crate::flow::molecular::{ConditionalMolecularTarget, ConditionalMolecule};

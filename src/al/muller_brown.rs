@@ -10,8 +10,9 @@ use std::sync::Arc;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::driver::{AlConfig, AlEvent, AlSearchConfig, EnergyTrainingConfig, LabelConfig, SearchStarts};
+use super::config::{AlConfig, AlSearchConfig, EnergyTrainingConfig, LabelConfig, SearchStarts};
 use super::problem::{AlProblem, Score, StartUp};
+use super::record::AlEvent;
 use super::search::CgDomain;
 use crate::energy::toy::MullerBrown;
 use crate::error::{Error, Result};
@@ -60,7 +61,7 @@ impl MullerBrownProblem {
         AlConfig {
             seed: 1,
             start_points: 100,
-            flow: super::driver::ConditionalFlowConfig {
+            flow: super::config::ConditionalFlowConfig {
                 layers: 4,
                 hidden: 32,
                 blocks: 1,
@@ -69,7 +70,7 @@ impl MullerBrownProblem {
                 shift_every: 0,
                 precision: crate::flow::Precision::F64,
             },
-            example_training: super::driver::ExampleTrainingConfig { steps: 0, ..fast.example_training },
+            example_training: super::config::ExampleTrainingConfig { steps: 0, ..fast.example_training },
             energy_training: EnergyTrainingConfig {
                 samples_per_point: 10,
                 epochs: 16,

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use rand_chacha::ChaCha8Rng;
 
-use super::driver::{AlConfig, AlEvent};
+use super::config::AlConfig;
+use super::record::AlEvent;
 use super::search::CgDomain;
 use crate::error::Result;
 use crate::flow::optim::Adam;

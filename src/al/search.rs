@@ -1,6 +1,7 @@
 //! The search step of the active-learning loop (BRIEF section 5).
 
 use crate::error::{Error, Result};
+use crate::metrics::Axis;
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -257,6 +258,31 @@ pub fn spread_points<R: Rng>(
         }
     }
     Ok(out)
+}
+
+/// Centres of the `bins` x `bins` grid over [-pi, pi)^2, [phi bin][psi bin] order.
+pub fn grid_centres(bins: usize) -> Result<Vec<[f64; 2]>> {
+    let c = Axis::dihedral(bins)?.centres();
+    Ok(c.iter().flat_map(|&phi| c.iter().map(move |&psi| [phi, psi])).collect())
+}
+
+/// Centres of the grid of `bins` per dimension over [-pi, pi)^dims, the last dimension fastest
+/// (for two dimensions, [`grid_centres`]). Errors on zero bins or dimensions, or a grid of more
+/// than 10^7 points.
+pub fn torus_grid_centres(dims: usize, bins: usize) -> Result<Vec<Vec<f64>>> {
+    let total = (bins as u64).checked_pow(dims as u32).filter(|&t| t <= 10_000_000 && dims > 0);
+    let total = total.ok_or_else(|| Error::invalid(format!("a grid of {bins}^{dims} points is too large or empty")))?;
+    let c = Axis::dihedral(bins)?.centres();
+    Ok((0..total as usize)
+        .map(|mut index| {
+            let mut p = vec![0.0; dims];
+            for k in (0..dims).rev() {
+                p[k] = c[index % bins];
+                index /= bins;
+            }
+            p
+        })
+        .collect())
 }
 
 #[cfg(test)]

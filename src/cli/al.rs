@@ -8,8 +8,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::al::checkpoint::{has_al_state, load_al_state, save_al_state};
-use crate::al::driver::{ActiveLearning, AlConfig, AlEvent, AlIteration, AlMode, AlState};
+use crate::al::config::AlConfig;
+use crate::al::driver::{ActiveLearning, AlMode, AlState};
 use crate::al::molecule::{MarginalReference, MoleculeProblem, REFERENCE_BINS};
+use crate::al::record::{AlEvent, AlIteration};
 use crate::flow::molecule_model::{save_model_system, save_molecule_model, MoleculeModelInfo};
 use crate::openmm::{Platform, System};
 use anyhow::{bail, Context as _, Result};
@@ -29,7 +31,7 @@ pub enum Preset {
 /// Arguments shared by `cgflow al` and `cgflow grid`.
 #[derive(Debug, Args)]
 pub struct AlArgs {
-    /// Settings file (JSON; every field documented in `crate::al::driver::AlConfig`; unknown
+    /// Settings file (JSON; every field documented in `crate::al::config::AlConfig`; unknown
     /// fields are rejected). Write one to start from with `--print-config`.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

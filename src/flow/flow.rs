@@ -109,19 +109,6 @@ impl FlowSpec {
         }
     }
 
-    /// The reference conditional flow architecture (12 spline couplings of 8 bins, 256 hidden
-    /// units, a periodic shift every 2 layers) for any molecule: its fine coordinates, their
-    /// circular dimensions, and (cos, sin) of every CG angle as the context. For alanine
-    /// dipeptide's hand-written molecule this is [`FlowSpec::aldp_conditional`] (tested).
-    pub fn conditional_for(molecule: &super::molecular::ConditionalMolecule, precision: Precision, seed: u64) -> Self {
-        Self {
-            dims: molecule.fine_dims(),
-            circular: molecule.fine_circular_indices(),
-            context: molecule.context_width(),
-            ..Self::aldp_conditional(precision, seed)
-        }
-    }
-
     /// The reference conditional flow of alanine dipeptide (58 dims, 10 circular, context
     /// (cos phi, sin phi, cos psi, sin psi), 12 spline couplings of 8 bins, 256 hidden units).
     pub fn aldp_conditional(precision: Precision, seed: u64) -> Self {

@@ -18,6 +18,7 @@ use crate::coords::geometry::wrap_angle;
 use crate::coords::transform::InternalCoordinates;
 use crate::energy::{Batch, EnergyModel};
 use crate::error::{Error, Result};
+use crate::flow::flow::FlowSpec;
 use crate::flow::train::TargetEnergy;
 
 /// A molecule in flow space: its internal coordinates and which of them are the CG angles.
@@ -125,6 +126,19 @@ impl ConditionalMolecule {
     /// Number of CG angles.
     pub fn cg_dims(&self) -> usize {
         self.split.cg_indices().len()
+    }
+
+    /// The reference conditional flow architecture (12 spline couplings of 8 bins, 256 hidden
+    /// units, a periodic shift every 2 layers) for this molecule: its fine coordinates, their
+    /// circular dimensions, and (cos, sin) of every CG angle as the context. For alanine
+    /// dipeptide's hand-written molecule this is [`FlowSpec::aldp_conditional`] (tested).
+    pub fn reference_flow_spec(&self, precision: crate::flow::Precision, seed: u64) -> FlowSpec {
+        FlowSpec {
+            dims: self.fine_dims(),
+            circular: self.fine_circular_indices(),
+            context: self.context_width(),
+            ..FlowSpec::aldp_conditional(precision, seed)
+        }
     }
 
     /// Width of the flow's context: (cos, sin) of every CG angle.

@@ -1,7 +1,8 @@
 //! Active learning of the Müller-Brown PMF end to end through the one driver, against the exact
 //! PMF by quadrature.
 
-use cgflow::al::driver::{ActiveLearning, AlConfig, AlMode};
+use cgflow::al::config::AlConfig;
+use cgflow::al::driver::{ActiveLearning, AlMode};
 use cgflow::al::muller_brown::MullerBrownProblem;
 
 // The KLD falls below 0.01 and the search walks from the start basin to s = 1 within the capped

@@ -2,7 +2,8 @@
 //! exactly where an uninterrupted one does.
 
 use cgflow::al::checkpoint::{load_al_state, save_al_state};
-use cgflow::al::driver::{ActiveLearning, AlConfig, AlMode};
+use cgflow::al::config::AlConfig;
+use cgflow::al::driver::{ActiveLearning, AlMode};
 use cgflow::al::molecule::{MarginalReference, MoleculeProblem};
 use cgflow::flow::molecular::ConditionalMolecule;
 use cgflow::openmm::{Platform, System};
@@ -75,10 +76,10 @@ fn resumed_run_equals_uninterrupted_run_with_labels_from_training_ess_weights_an
     // uniform draw.
     let tiny = AlConfig::tiny();
     assert_eq!(tiny.old_temperature_kt, Some(2.0));
-    let labels = cgflow::al::driver::LabelConfig {
+    let labels = cgflow::al::config::LabelConfig {
         from_training: true,
-        weights: cgflow::al::driver::EstimateWeights::StepEss,
-        fit_weights: cgflow::al::driver::FitWeights::Ess,
+        weights: cgflow::al::config::EstimateWeights::StepEss,
+        fit_weights: cgflow::al::config::FitWeights::Ess,
         ..tiny.labels.clone()
     };
     let ensemble = cgflow::pmf::EnsembleConfig { final_lr: Some(1e-4), ..tiny.ensemble.clone() };
@@ -91,7 +92,7 @@ fn training_samples_add_to_the_labels_at_no_cost() {
     // same flows and label samples; the training samples only add weight to the labels.
     let tiny = AlConfig::tiny();
     let with_labels = |from_training| AlConfig {
-        labels: cgflow::al::driver::LabelConfig { from_training, ..tiny.labels.clone() },
+        labels: cgflow::al::config::LabelConfig { from_training, ..tiny.labels.clone() },
         ..tiny.clone()
     };
     let run = |config: AlConfig| {
@@ -137,9 +138,9 @@ fn resumed_run_equals_uninterrupted_run_with(config: AlConfig) {
         save_al_state(dir.path(), again.config(), &resumed).expect("save");
     }
     assert!(resumed.converged);
-    let strip = |log: &[cgflow::al::driver::AlIteration]| {
+    let strip = |log: &[cgflow::al::record::AlIteration]| {
         log.iter()
-            .map(|e| cgflow::al::driver::AlIteration { wall_s: 0.0, phase_s: Default::default(), ..e.clone() })
+            .map(|e| cgflow::al::record::AlIteration { wall_s: 0.0, phase_s: Default::default(), ..e.clone() })
             .collect::<Vec<_>>()
     };
     // OpenMM's CPU kernels may sum in another order in a fresh Context, so energies (and what

@@ -3,8 +3,10 @@
 //! per-marginal KLDs, its model backmapped, and a killed-and-resumed run.
 
 use cgflow::al::checkpoint::{load_al_state, save_al_state};
-use cgflow::al::driver::{ActiveLearning, AlConfig, AlIteration, AlMode};
+use cgflow::al::config::AlConfig;
+use cgflow::al::driver::{ActiveLearning, AlMode};
 use cgflow::al::molecule::{MarginalReference, MoleculeProblem};
+use cgflow::al::record::AlIteration;
 use cgflow::openmm::{Platform, System};
 
 use crate::util::root;
@@ -182,7 +184,7 @@ fn peptide_experiment(config: AlConfig) -> ActiveLearning {
 #[test]
 fn second_peptide_run_killed_after_every_step_and_resumed_ends_like_an_uninterrupted_one() {
     let config = AlConfig {
-        search: cgflow::al::driver::AlSearchConfig { start_deg: None, ..AlConfig::tiny().search },
+        search: cgflow::al::config::AlSearchConfig { start_deg: None, ..AlConfig::tiny().search },
         ..AlConfig::tiny()
     };
     let al = peptide_experiment(config.clone());

@@ -174,11 +174,11 @@ fn ace_ala2_nme_as_data_keeps_both_alanines_l_and_its_penalty_gradient_matches_f
         .expect("conditional molecule");
     assert_eq!((molecule.fine_dims(), molecule.cg_dims(), molecule.context_width()), (86, 4, 8));
     // The reference architecture for it; for ALDP's hand-written molecule, exactly ALDP's spec.
-    let spec = cgflow::flow::FlowSpec::conditional_for(&molecule, cgflow::flow::Precision::Mixed, 3);
+    let spec = molecule.reference_flow_spec(cgflow::flow::Precision::Mixed, 3);
     assert_eq!((spec.dims, spec.context, spec.circular), (86, 8, molecule.fine_circular_indices()));
     let aldp_molecule = ConditionalMolecule::aldp(&min_energy_positions()).expect("aldp");
     assert_eq!(
-        cgflow::flow::FlowSpec::conditional_for(&aldp_molecule, cgflow::flow::Precision::Mixed, 3),
+        aldp_molecule.reference_flow_spec(cgflow::flow::Precision::Mixed, 3),
         cgflow::flow::FlowSpec::aldp_conditional(cgflow::flow::Precision::Mixed, 3)
     );
     let centres: Vec<usize> = molecule.chiral_centres().iter().map(|c| c.atom).collect();

@@ -25,9 +25,10 @@ pub struct BackmapArgs {
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
 
-    /// CG points: a text file with one point per line, "phi psi" separated by blanks and/or a comma,
-    /// '#' starting a comment; or a .npy array of shape [points, 2]. Radians in [-pi, pi] unless
-    /// --degrees; NaN, infinite and out-of-range angles are errors naming the line.
+    /// CG points: a text file with one point per line, one value per CG angle of the model ("phi
+    /// psi" for alanine dipeptide) separated by blanks and/or a comma, '#' starting a comment; or a
+    /// .npy array of shape [points, CG angles]. Radians in [-pi, pi] unless --degrees; NaN,
+    /// infinite and out-of-range angles are errors naming the line.
     #[arg(long, value_name = "FILE")]
     cg: PathBuf,
 
@@ -37,8 +38,8 @@ pub struct BackmapArgs {
 
     /// Output structures: .pdb (multi-model, Å with 3 decimals), .dcd (Å, float32) or .npy (nm,
     /// float64, shape [structures, atoms, 3]), ordered by CG point. A table <out stem>.csv is
-    /// written beside it with one row per structure: index, CG point, requested and achieved phi and
-    /// psi (rad), energy (kJ/mol), u (kT), log-weight and weight normalised over the structures of
+    /// written beside it with one row per structure: index, CG point, requested and achieved CG
+    /// angles (rad), energy (kJ/mol), u (kT), log-weight and weight normalised over the structures of
     /// its CG point. The table holds the energies of the exact structures (as in the .npy); PDB
     /// rounding moves energies by about 0.1 kJ/mol.
     #[arg(long, value_name = "FILE")]

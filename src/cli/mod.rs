@@ -43,8 +43,8 @@ enum Command {
     /// The binless (MBAR) reference PMF of (phi, psi) from stored umbrella (and MD) samples, with
     /// its halves, basin populations with errors, and a check against independent MD.
     Reference(reference::ReferenceArgs),
-    /// All-atom structures for CG points (phi, psi) from a saved conditional flow, with energies and
-    /// importance weights.
+    /// All-atom structures for CG points (any molecule's CG angles) from a saved conditional flow,
+    /// with energies and importance weights.
     Backmap(backmap::BackmapArgs),
     /// Boltzmann generator on a toy system (double well, harmonic box, Müller-Brown) with PNGs.
     Bg(bg::BgArgs),

@@ -307,3 +307,31 @@ impl CvHistogramRun {
         first.marks.iter().map(|(f, _)| *f).filter(|&f| runs.iter().all(|r| r.at(f).is_some())).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{CvHistogramRun, HistogramSettings};
+
+    #[test]
+    fn only_pair_keeps_that_pairs_counts_at_every_mark() {
+        let settings = HistogramSettings::consecutive_pairs(4, 2, 10).expect("settings");
+        // Two marks of two pairs of 2 x 2 bins: values 1-4 are pair (0, 1), values 5-8 pair (2, 3).
+        let marks =
+            vec![(1, vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]), (2, vec![1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0])];
+        let run = CvHistogramRun {
+            description: serde_json::json!({}),
+            walkers: 1,
+            steps_per_frame: 10,
+            frames: 2,
+            settings,
+            marks,
+        };
+        let second = run.clone().only_pair([2, 3]).expect("pair 2, 3");
+        assert_eq!(second.settings.pairs, vec![[2, 3]]);
+        assert_eq!(second.marks, vec![(1, vec![0.0, 0.0, 0.0, 1.0]), (2, vec![0.0, 0.0, 1.0, 1.0])]);
+        let first = run.clone().only_pair([0, 1]).expect("pair 0, 1");
+        assert_eq!(first.marks[1].1, vec![1.0, 1.0, 0.0, 0.0]);
+        let err = run.only_pair([1, 2]).unwrap_err().to_string();
+        assert!(err.contains("not of [1, 2]"), "{err}");
+    }
+}

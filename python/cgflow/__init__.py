@@ -297,7 +297,7 @@ class Model:
 
     @property
     def cg_dims(self) -> int:
-        """CG coordinates per point (2 for alanine dipeptide's phi, psi)."""
+        """CG coordinates per point (2 for alanine dipeptide's phi, psi; 4 for Ace-(Ala)2-Nme's backbone)."""
         return self._native.cg_dims
 
     @property
@@ -487,7 +487,9 @@ def al(
     the fields of the settings file (``cgflow al --print-config``); unknown fields raise
     ``ValueError`` naming them. The run folder ``out`` gets the log, PNGs, checkpoints and, when
     the run ends, ``out/model`` for :func:`load_model`. Other command-line options (``system``,
-    ``structure``, ``reference``, ``platform``, ``iterations``) are keyword arguments.
+    ``structure``, ``cg`` (any molecule: e.g. ``cg="backbone"``), ``topology``, ``reference`` (a list
+    for several marginal references, e.g. ``["0,1=r2.npy", "2,3=r3.npy"]``), ``platform``,
+    ``iterations``) are keyword arguments.
     """
     for reserved in ("config", "preset", "out", "resume"):
         if reserved in settings:

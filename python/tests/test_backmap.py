@@ -6,7 +6,7 @@ import openmm
 import pytest
 
 import cgflow
-from conftest import ALDP, pdb_positions_nm
+from conftest import ALDP, ROOT, pdb_positions_nm
 
 PHI = (4, 6, 8, 14)
 PSI = (6, 8, 14, 16)
@@ -135,3 +135,27 @@ def test_bad_backmap_input_raises_the_named_exceptions(model, tmp_path):
         model.backmap([[0.0, 0.0]], n=1, system=tmp_path / "missing.xml")
     with pytest.raises(ValueError, match="fingerprint|System"):
         model.backmap([[0.0, 0.0]], n=1, system=ALDP / "aldp_vacuum.xml")
+
+
+def test_any_molecule_learns_and_backmaps_from_its_data(tmp_path):
+    """The second peptide (32 atoms, four CG angles) through `cgflow.al(..., cg="backbone")`: its
+    model backmaps to the requested angles with both alanines L (each CA's signed volume of N, C,
+    CB, HA has the reference structure's sign)."""
+    peptide = ROOT / "data" / "ace_ala2_nme"
+    out = tmp_path / "al"
+    cgflow.al("tiny", out, system=peptide / "system_obc1.xml", structure=peptide / "min_energy.pdb", cg="backbone")
+    model = cgflow.load_model(out / "model")
+    assert (model.n_atoms, model.cg_dims) == (32, 4)
+    requested = np.array([[-80.0, 150.0, -70.0, -40.0], [-150.0, 160.0, 60.0, 40.0]])
+    result = model.backmap(requested, n=3, degrees=True, max_energy_kt=1e6)
+    error = np.angle(np.exp(1j * (result.cg_achieved_rad - np.radians(requested)[result.cg_index])))
+    assert np.abs(error).max() < 1e-8
+    x = result.positions_nm
+
+    def volume(x, a, b, c, d):
+        edges = np.cross(x[..., b, :] - x[..., a, :], x[..., c, :] - x[..., a, :])
+        return np.einsum("...i,...i", edges, x[..., d, :] - x[..., a, :])
+
+    reference = pdb_positions_nm(peptide / "min_energy.pdb")
+    for substituents in [(6, 14, 10, 9), (16, 24, 20, 19)]:
+        assert np.all(np.sign(volume(x, *substituents)) == np.sign(volume(reference, *substituents)))

@@ -303,11 +303,11 @@ fn read_references(items: &[String], aldp_default: bool, cg_dims: usize) -> Resu
         .iter()
         .map(|item| {
             // `I,J=` in front names the pair; a path may hold `=` itself.
-            let pair_prefix = item.split_once('=').and_then(|(pair, path)| {
-                let (i, j) = pair.split_once(',')?;
-                Some(((i.trim().parse().ok()?, j.trim().parse().ok()?), PathBuf::from(path)))
-            });
-            let (pair, path) = pair_prefix.unwrap_or(((0, 1), PathBuf::from(item)));
+            let pair_prefix = item
+                .split_once('=')
+                .and_then(|(pair, path)| Some((super::parse_index_pair(pair).ok()?, PathBuf::from(path))));
+            let ([i, j], path) = pair_prefix.unwrap_or(([0, 1], PathBuf::from(item)));
+            let pair = (i, j);
             if pair.0 >= cg_dims || pair.1 >= cg_dims || pair.0 == pair.1 {
                 bail!("--reference '{item}': ({}, {}) is not a pair of the {cg_dims} CG dimensions", pair.0, pair.1);
             }

@@ -42,8 +42,8 @@ pub struct CompareArgs {
     /// The pair of CVs (0-based, in the order the MD run recorded them) that --reference is the
     /// 2D marginal of, for MD runs that kept histograms of several pairs (a peptide's (phi_i,
     /// psi_i), e.g. `2,3` for the second residue's) [default: 0,1]
-    #[arg(long, value_name = "I,J")]
-    cv_pair: Option<String>,
+    #[arg(long, value_name = "I,J", value_parser = super::parse_index_pair)]
+    cv_pair: Option<[usize; 2]>,
     /// Split the walkers into this many independent runs and average their curves; a list (e.g.
     /// 8,1) also gives the curve of each count, and the stitched curve takes each range of
     /// evaluations from the most groups that reach it.
@@ -414,13 +414,7 @@ fn md_baseline(args: &CompareArgs, rules: &[EmptyBinRule]) -> Result<Baseline> {
         }
         0 => values_source(md_dirs, args.system.as_deref(), system_xml.as_deref())?,
         n if n == md_dirs.len() => {
-            let pair = match &args.cv_pair {
-                None => [0, 1],
-                Some(text) => text
-                    .split_once(',')
-                    .and_then(|(i, j)| Some([i.trim().parse().ok()?, j.trim().parse().ok()?]))
-                    .with_context(|| format!("--cv-pair '{text}': expected I,J (two 0-based CV indices)"))?,
-            };
+            let pair = args.cv_pair.unwrap_or([0, 1]);
             histogram_source(md_dirs, args.system.as_deref(), system_xml.as_deref(), bins, pair)?
         }
         _ => bail!(

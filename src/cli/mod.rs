@@ -143,6 +143,13 @@ pub(crate) fn walker_state(
     })
 }
 
+/// Parses `I,J`, two 0-based indices (a pair of CVs or CG dimensions), for clap.
+pub(crate) fn parse_index_pair(text: &str) -> Result<[usize; 2], String> {
+    text.split_once(',')
+        .and_then(|(i, j)| Some([i.trim().parse().ok()?, j.trim().parse().ok()?]))
+        .ok_or_else(|| format!("'{text}': expected I,J (two 0-based indices)"))
+}
+
 /// The atom names and residue numbers of the PDB `path` (its first model), which CG definitions
 /// are resolved against; an error unless it has the System's `n_atoms` atoms.
 pub(crate) fn topology_labels(

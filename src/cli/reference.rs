@@ -40,8 +40,8 @@ pub struct ReferenceArgs {
     /// The CV pair of MD runs that kept histograms of several pairs (`cgflow md --cg backbone`
     /// on a longer peptide) that matches the umbrella runs' two CVs, e.g. `2,3` for the second
     /// residue's (phi, psi) [default: 0,1]
-    #[arg(long, value_name = "I,J")]
-    md_pair: Option<String>,
+    #[arg(long, value_name = "I,J", value_parser = super::parse_index_pair)]
+    md_pair: Option<[usize; 2]>,
     /// The System the runs were made with (their fingerprints are checked).
     #[arg(long, value_name = "XML", default_value = "data/alanine_dipeptide/aldp_obc1.xml")]
     system: PathBuf,
@@ -481,15 +481,8 @@ impl ReferenceArgs {
 }
 
 /// How the MD folders of `args` are read.
-fn md_reading(args: &ReferenceArgs) -> Result<MdReading> {
-    let pair = match &args.md_pair {
-        None => [0, 1],
-        Some(text) => text
-            .split_once(',')
-            .and_then(|(i, j)| Some([i.trim().parse().ok()?, j.trim().parse().ok()?]))
-            .with_context(|| format!("--md-pair '{text}': expected I,J (two 0-based CV indices)"))?,
-    };
-    Ok(MdReading { skip_steps: args.md_skip_steps, pair })
+fn md_reading(args: &ReferenceArgs) -> MdReading {
+    MdReading { skip_steps: args.md_skip_steps, pair: args.md_pair.unwrap_or([0, 1]) }
 }
 
 /// Errors unless every umbrella folder restrains the same two dihedrals and every MD folder's CV
@@ -565,7 +558,7 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
         return check_against(reference, &args, &system_xml);
     }
     let out = args.out.as_deref().context("--out is needed")?;
-    check_same_cvs(&args, md_reading(&args)?)?;
+    check_same_cvs(&args, md_reading(&args))?;
     let started = Instant::now();
     let mut states = Vec::new();
     let mut evaluations = 0.0;
@@ -573,7 +566,7 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
     let folders = args.umbrella.iter().map(|d| (d, true)).chain(args.md.iter().map(|d| (d, false)));
     let mut runs = Vec::new();
     for (dir, is_umbrella) in folders {
-        let run = run_states(dir, &system_xml, &args.system, args.stride, md_reading(&args)?)?;
+        let run = run_states(dir, &system_xml, &args.system, args.stride, md_reading(&args))?;
         if is_umbrella != run.states.iter().all(|st| st.bias != HarmonicBias2d::UNBIASED) {
             bail!(
                 "{}: passed as {} but holds another kind of run",
@@ -689,7 +682,7 @@ pub fn run(args: ReferenceArgs) -> Result<()> {
     }
     if !args.check_md.is_empty() {
         report["md_check"] =
-            md_checks(&args.check_md, (&populations, &errors), &p, b, &system_xml, &args.system, md_reading(&args)?)?;
+            md_checks(&args.check_md, (&populations, &errors), &p, b, &system_xml, &args.system, md_reading(&args))?;
     }
     report["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
     let text = serde_json::to_string_pretty(&report)?;
@@ -723,7 +716,7 @@ fn check_against(reference: &Path, args: &ReferenceArgs, system_xml: &str) -> Re
         bail!("{}: shape {:?}, not a square grid", grid_path.display(), grid.shape);
     }
     let mut out =
-        md_checks(&args.check_md, (&values, &errors), &grid.data, b, system_xml, &args.system, md_reading(args)?)?;
+        md_checks(&args.check_md, (&values, &errors), &grid.data, b, system_xml, &args.system, md_reading(args))?;
     out["reference"] = serde_json::json!(reference);
     out["command"] = serde_json::json!(std::env::args().collect::<Vec<_>>().join(" "));
     out["md_skip_steps"] = serde_json::json!(args.md_skip_steps);

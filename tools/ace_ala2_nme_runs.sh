@@ -9,7 +9,10 @@
 #      CVs kept as 100 x 100 histograms two by two (results/ace_ala2_nme_md/seed-N): the MD
 #      baseline (seeds 301-302) and MD data for the reference (seeds 401-402).
 # Every run checkpoints; running this script again, in this session or a later one, resumes where
-# a run stopped. A second argument runs one part (umbrella, md-baseline, md-reference; default
+# a run stopped. Before a session ends: stop the runs (kill; each resumes from its last checkpoint)
+# and copy each unfinished umbrella folder's umbrella.ckpt, cv.json and cv.f32 into
+# results/ace_ala2_nme_reference/umbrella_state/resN/ (restored from there on a fresh machine);
+# the MD folders live in results/ and are committed as they are. A second argument runs one part (umbrella, md-baseline, md-reference; default
 # all, in that order). Runs niced; started with setsid, lower the scheduler group's weight too:
 #   (setsid tools/ace_ala2_nme_runs.sh runs/cgflow-ace > runs/ace-runs.log 2>&1 &)
 #   for p in $(pgrep -f cgflow-ace); do echo 19 > /proc/$p/autogroup; done
@@ -17,8 +20,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/cgflow}
 DATA=data/ace_ala2_nme
+STATE=results/ace_ala2_nme_reference/umbrella_state
 umbrella() {
   local residue=$1 out=runs/ace-umbrella-res$1 resume=""
+  # A fresh machine: continue from the state committed at the end of the last session, if any.
+  if [ ! -f "$out/umbrella.ckpt" ] && [ -f "$STATE/res$residue/umbrella.ckpt" ]; then
+    mkdir -p "$out" && cp "$STATE/res$residue/umbrella.ckpt" "$STATE/res$residue/cv.json" "$STATE/res$residue/cv.f32" "$out/"
+  fi
   [ -f "$out/umbrella.ckpt" ] && resume="--resume"
   if [ -f "$out/done" ]; then return; fi
   nice -n 19 "$BIN" umbrella --system $DATA/system_obc1.xml --positions $DATA/min_energy.pdb \

@@ -151,13 +151,17 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
     if args.topology.is_some() && args.cg.is_none() {
         bail!("--topology names the atoms of a --cg definition; give --cg too");
     }
-    let info = match &args.cg {
-        None => MoleculeModelInfo::aldp(&system, structure_nm, 300.0)
-            .context("without --cg the molecule is alanine dipeptide; give --cg for another")?,
+    let (info, names) = match &args.cg {
+        None => (
+            MoleculeModelInfo::aldp(&system, structure_nm, 300.0)
+                .context("without --cg the molecule is alanine dipeptide; give --cg for another")?,
+            vec!["phi".to_owned(), "psi".to_owned()],
+        ),
         Some(definition) => {
-            let dihedrals = resolve_cg(definition, args.topology.as_deref(), &args.structure, n_atoms)?;
-            MoleculeModelInfo::for_system(&system, structure_nm, &dihedrals, 300.0)
-                .with_context(|| format!("--cg '{definition}'"))?
+            let (dihedrals, names) = resolve_cg(definition, args.topology.as_deref(), &args.structure, n_atoms)?;
+            let info = MoleculeModelInfo::for_system(&system, structure_nm, &dihedrals, 300.0)
+                .with_context(|| format!("--cg '{definition}'"))?;
+            (info, names)
         }
     };
     let molecule = info.molecule()?;
@@ -167,8 +171,7 @@ pub fn run(args: AlArgs, mode: AlMode) -> Result<()> {
     let problem = MoleculeProblem::new(molecule, &system, &platform, structure_nm, references)?
         .with_other_bins(args.marginal_grid)?;
     let al = ActiveLearning::new(config.clone(), Box::new(problem))?;
-    let axes = if args.cg.is_none() { ["phi", "psi"] } else { ["CG angle 0", "CG angle 1"] };
-    let output = PmfOutput { out: &out, pairs: &pairs, other_bins: args.marginal_grid, axes };
+    let output = PmfOutput { out: &out, pairs: &pairs, other_bins: args.marginal_grid, names: &names };
 
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut state = if args.resume && !killed_in_startup {
@@ -272,8 +275,13 @@ fn print_iteration(e: &AlIteration) {
 }
 
 /// The CG dihedrals of `definition`, resolved by atom name and residue number from `topology`
-/// (default: `structure`, if a PDB).
-fn resolve_cg(definition: &str, topology: Option<&Path>, structure: &Path, n_atoms: usize) -> Result<Vec<[usize; 4]>> {
+/// (default: `structure`, if a PDB), and their names (`phi 2`, ...).
+fn resolve_cg(
+    definition: &str,
+    topology: Option<&Path>,
+    structure: &Path,
+    n_atoms: usize,
+) -> Result<(Vec<[usize; 4]>, Vec<String>)> {
     let is_pdb = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("pdb"));
     let topology = match topology {
         Some(path) => path,
@@ -284,8 +292,10 @@ fn resolve_cg(definition: &str, topology: Option<&Path>, structure: &Path, n_ato
         ),
     };
     let labels = super::topology_labels(topology, n_atoms)?;
-    crate::coords::cg_definition::resolve(definition, &labels)
-        .with_context(|| format!("--cg '{definition}' on {}", topology.display()))
+    let dihedrals = crate::coords::cg_definition::resolve(definition, &labels)
+        .with_context(|| format!("--cg '{definition}' on {}", topology.display()))?;
+    let names = crate::coords::cg_definition::names(&dihedrals, &labels);
+    Ok((dihedrals, names))
 }
 
 /// The marginal references of `--reference` items (`I,J=NPY`, `NPY` for the pair 0,1, or `none`);
@@ -343,8 +353,8 @@ struct PmfOutput<'a> {
     out: &'a Path,
     pairs: &'a [(usize, usize)],
     other_bins: usize,
-    /// Axis names of a 2D PMF.
-    axes: [&'a str; 2],
+    /// Names of the CG angles, for axes and titles.
+    names: &'a [String],
 }
 
 fn heat_map(
@@ -396,9 +406,10 @@ fn write_pmf_files(al: &ActiveLearning, state: &AlState, output: &PmfOutput, ite
                 Some(pmf) => pmf,
                 None => al.marginal_pmf(&state.ensemble, (i, j), REFERENCE_BINS, output.other_bins)?,
             };
-            let title = format!("ensemble-mean PMF, CG angles {i} and {j}, iteration {iteration}");
+            let (a, b) = (&output.names[i], &output.names[j]);
+            let title = format!("ensemble-mean PMF of ({a}, {b}), iteration {iteration}");
             let path = out.join(format!("pmf_{i}_{j}_iter{iteration:02}.png"));
-            let (x, y) = (format!("CG angle {i} / degree"), format!("CG angle {j} / degree"));
+            let (x, y) = (format!("{a} / degree"), format!("{b} / degree"));
             heat_map(&path, &pmf, &x, &y, &title, "F / kT", 15.0)?;
             for name in [format!("pmf_{i}_{j}_kt.npy"), format!("pmf_{i}_{j}_iter{iteration:02}_kt.npy")] {
                 crate::io::npy::write_npy(&out.join(name), &[REFERENCE_BINS, REFERENCE_BINS], &pmf)?;
@@ -412,7 +423,7 @@ fn write_pmf_files(al: &ActiveLearning, state: &AlState, output: &PmfOutput, ite
         ("std", &std, "std / kT", f64::INFINITY, format!("ensemble std, iteration {iteration}")),
     ] {
         let path = out.join(format!("{name}_iter{iteration:02}.png"));
-        let [x, y] = output.axes.map(|a| format!("{a} / degree"));
+        let [x, y] = [0, 1].map(|k| format!("{} / degree", output.names[k]));
         heat_map(&path, values, &x, &y, &title, label, clip)?;
     }
     // The latest PMF, and this iteration's (for curves of accuracy by region after the run).

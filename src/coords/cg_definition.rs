@@ -27,6 +27,37 @@ pub struct AtomLabel {
     pub residue: i64,
 }
 
+/// A name for each dihedral of `dihedrals` over `atoms`, for axes and tables: `phi R` or `psi R`
+/// where the atoms are that residue's (in either order), `omega R` for a peptide bond, and
+/// `dihedral I-J-K-L` otherwise.
+///
+/// ```
+/// use cgflow::coords::cg_definition::{names, AtomLabel};
+/// let atoms: Vec<AtomLabel> = [("C", 1), ("N", 2), ("CA", 2), ("C", 2), ("N", 3)]
+///     .iter()
+///     .map(|&(name, residue)| AtomLabel { name: name.into(), residue })
+///     .collect();
+/// assert_eq!(names(&[[0, 1, 2, 3], [4, 3, 2, 1], [0, 2, 3, 4]], &atoms), ["phi 2", "psi 2", "dihedral 0-2-3-4"]);
+/// ```
+pub fn names(dihedrals: &[[usize; 4]], atoms: &[AtomLabel]) -> Vec<String> {
+    let mut residues: Vec<i64> = atoms.iter().map(|a| a.residue).collect();
+    residues.dedup();
+    dihedrals
+        .iter()
+        .map(|d| {
+            let reversed = [d[3], d[2], d[1], d[0]];
+            let named = residues.iter().find_map(|&r| {
+                [("phi", resolve(&format!("phi:{r}"), atoms)), ("psi", resolve(&format!("psi:{r}"), atoms))]
+                    .into_iter()
+                    .chain([("omega", resolve(&format!("omega:{r}"), atoms))])
+                    .find(|(_, found)| found.as_ref().is_ok_and(|f| f[0] == *d || f[0] == reversed))
+                    .map(|(kind, _)| format!("{kind} {r}"))
+            });
+            named.unwrap_or_else(|| format!("dihedral {}-{}-{}-{}", d[0], d[1], d[2], d[3]))
+        })
+        .collect()
+}
+
 /// Resolves `definition` to dihedrals of atom indices over `atoms`. Errors on an unknown item, a
 /// residue without the atoms a phi or psi needs, an index out of range, an empty definition, and
 /// a dihedral given twice.

@@ -624,18 +624,7 @@ impl ActiveLearning {
         bins: usize,
         other_bins: usize,
     ) -> Result<Vec<f64>> {
-        let p = crate::metrics::marginal::marginal_probabilities(
-            self.problem.cg_dims(),
-            pair,
-            bins,
-            other_bins,
-            65_536,
-            |points| Ok(ensemble.predict(points)?.0),
-        )?;
-        let mut pmf: Vec<f64> = p.iter().map(|&q| -q.ln()).collect();
-        let min = pmf.iter().copied().fold(f64::INFINITY, f64::min);
-        pmf.iter_mut().for_each(|v| *v -= min);
-        Ok(pmf)
+        ensemble.marginal_pmf(self.problem.cg_dims(), pair, bins, other_bins)
     }
 }
 

@@ -22,7 +22,6 @@ use crate::flow::train::{ml_loss, TargetEnergy};
 use crate::flow::{CouplingKind, Flow, FlowSpec};
 use crate::md::walkers::{WalkerConfig, Walkers};
 use crate::metrics::kl_to_free_energy;
-use crate::metrics::marginal::marginal_probabilities;
 use crate::openmm::{Platform, System};
 use crate::pmf::ensemble::{CgFeatures, PmfEnsemble};
 
@@ -272,12 +271,7 @@ impl AlProblem for MoleculeProblem {
                 let grid: Vec<f64> = grid_centres(REFERENCE_BINS)?.iter().flatten().copied().collect();
                 ensemble.predict(&grid)?.0
             } else {
-                let p = marginal_probabilities(dims, r.pair, REFERENCE_BINS, self.other_bins, 65_536, |x| {
-                    Ok(ensemble.predict(x)?.0)
-                })?;
-                let mut f: Vec<f64> = p.iter().map(|q| -q.ln()).collect();
-                let min = f.iter().copied().fold(f64::INFINITY, f64::min);
-                f.iter_mut().for_each(|v| *v -= min);
+                let f = ensemble.marginal_pmf(dims, r.pair, REFERENCE_BINS, self.other_bins)?;
                 score.marginal_pmfs.push((r.pair, f.clone()));
                 f
             };

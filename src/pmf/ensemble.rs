@@ -758,6 +758,19 @@ impl PmfEnsemble {
         Ok((mean, std))
     }
 
+    /// The ensemble mean's 2D marginal PMF (kT, minimum 0; `bins` x `bins`, `[bin of i][bin of
+    /// j]`) of the angles `pair` of a PMF over `[-pi, pi)^dims`, the other angles integrated out
+    /// on `other_bins` midpoints each ([`crate::metrics::marginal::marginal_probabilities`]).
+    pub fn marginal_pmf(&self, dims: usize, pair: (usize, usize), bins: usize, other_bins: usize) -> Result<Vec<f64>> {
+        let p = crate::metrics::marginal::marginal_probabilities(dims, pair, bins, other_bins, 65_536, |points| {
+            Ok(self.predict(points)?.0)
+        })?;
+        let mut pmf: Vec<f64> = p.iter().map(|&q| -q.ln()).collect();
+        let min = pmf.iter().copied().fold(f64::INFINITY, f64::min);
+        pmf.iter_mut().for_each(|v| *v -= min);
+        Ok(pmf)
+    }
+
     /// The ensemble mean at `points`, shifted so that its minimum over these points is 0 (a PMF
     /// on a grid, ready to compare with a reference). Errors as [`PmfEnsemble::predict`].
     pub fn pmf_on_grid(&self, points: &[f64]) -> Result<Vec<f64>> {
